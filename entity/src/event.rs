@@ -1,0 +1,34 @@
+//! A lease event: start_lease, before_end_lease or end_lease, due at `time`.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "events")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub lease_id: String,
+    pub event_type: String,
+    pub time: DateTime,
+    pub status: String,
+    pub created_at: DateTime,
+    pub updated_at: Option<DateTime>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::lease::Entity",
+        from = "Column::LeaseId",
+        to = "super::lease::Column::Id",
+        on_delete = "Cascade"
+    )]
+    Lease,
+}
+
+impl Related<super::lease::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Lease.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

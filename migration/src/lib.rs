@@ -1,0 +1,16 @@
+//! Database migrations for blazar-server: one module per schema change, each with an honest `down()`.
+//!
+//! The server applies them at start-up (`Migrator::up`); `blazar-server migrate` runs them alone.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_initial::Migration)]
+    }
+}

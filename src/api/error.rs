@@ -1,0 +1,184 @@
+//! The one place where errors become HTTP: statuses for domain errors, and the error envelope
+//! `{"error_code": 409, "error_message": "...", "error_name": "NotEnoughHostsAvailable"}` that every
+//! 4xx and 5xx carries, including the framework's own (404 route, 405, bad JSON, 415, 413).
+
+use std::fmt;
+
+use poem::{
+    Response,
+    http::{StatusCode, header},
+};
+use poem_openapi::{
+    ApiResponse, Object,
+    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    types::{ToJSON, Type},
+};
+
+use crate::domain::DomainError;
+
+/// The error envelope.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Error")]
+pub struct ErrorBody {
+    /// The HTTP status, repeated.
+    pub error_code: u16,
+    /// What went wrong, for a person to read.
+    pub error_message: String,
+    /// Blazar's name for the error, e.g. `NotEnoughHostsAvailable`, `InvalidDate`, `LeaseNotFound`.
+    pub error_name: String,
+}
+
+/// An error response of any operation.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, name: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error_code: status.as_u16(),
+                error_message: message.into(),
+                error_name: name.to_string(),
+            },
+        }
+    }
+
+    /// The envelope for a status alone (framework errors), with a name derived from the status.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let name = match status.as_u16() {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            405 => "MethodNotAllowed",
+            406 => "NotAcceptable",
+            409 => "Conflict",
+            413 => "RequestEntityTooLarge",
+            415 => "UnsupportedMediaType",
+            503 => "ServiceUnavailable",
+            s if s >= 500 => "InternalServerError",
+            _ => "Error",
+        };
+        Self::new(status, name, message)
+    }
+
+    pub fn into_http_response(self) -> Response {
+        let body = self.body.to_json_string();
+        Response::builder()
+            .status(self.status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.body.error_message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl poem::error::ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn as_response(&self) -> Response {
+        self.clone().into_http_response()
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(err: DomainError) -> Self {
+        use DomainError as E;
+        let status = match &err {
+            E::MissingParameter(_)
+            | E::MalformedParameter { .. }
+            | E::UnknownField(_)
+            | E::InvalidDate { .. }
+            | E::InvalidInput(_)
+            | E::MalformedRequirements { .. }
+            | E::InvalidRange(_)
+            | E::UnsupportedResourceType(_) => StatusCode::BAD_REQUEST,
+            E::LeaseNotFound(_) | E::HostNotFound(_) | E::PropertyNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            E::NotEnoughHostsAvailable { .. }
+            | E::InvalidStatus(_)
+            | E::CantUpdateParameter(_)
+            | E::CantDeleteHost(_)
+            | E::HostAlreadyExists(_)
+            | E::CapabilityInUse(_) => StatusCode::CONFLICT,
+            E::Database(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            // The details stay in the log (with the request id); the client gets a generic text.
+            tracing::error!(error = %err, "request failed");
+            return Self::new(
+                status,
+                err.name(),
+                "The server could not complete the request; the error is logged with this \
+                 request's X-Openstack-Request-Id",
+            );
+        }
+        Self::new(status, err.name(), err.to_string())
+    }
+}
+
+/// The statuses any operation may answer with besides its success, all with the envelope.
+const ERROR_STATUSES: &[(u16, &str)] = &[
+    (
+        400,
+        "The request is malformed or breaks a rule; the message names the field",
+    ),
+    (401, "Authentication is required or the token is invalid"),
+    (403, "The caller may not do this"),
+    (404, "No such resource (or route)"),
+    (405, "The method is not allowed on this path"),
+    (406, "The Accept header excludes application/json"),
+    (
+        409,
+        "The request conflicts with the current state (hosts taken, lease busy, ...)",
+    ),
+    (413, "The request body is larger than the configured limit"),
+    (
+        415,
+        "The body is not sent as application/json (and the URL has no .json suffix)",
+    ),
+    (
+        500,
+        "An unexpected server error; it is logged with the request id",
+    ),
+    (503, "The service is not ready"),
+];
+
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: ERROR_STATUSES
+                .iter()
+                .map(|(status, description)| MetaResponse {
+                    description,
+                    status: Some(*status),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: "application/json",
+                        schema: ErrorBody::schema_ref(),
+                    }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorBody::register(registry);
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

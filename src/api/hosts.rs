@@ -1,0 +1,428 @@
+//! `/v1/os-hosts`: hosts, their allocations and resource properties (types and handlers).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+
+use super::{
+    ApiTags,
+    error::ApiResult,
+    types::{Nullable, RawBody},
+};
+use crate::{
+    domain::dates::{format_lease_date, format_timestamp},
+    service::{
+        Caller, Services,
+        hosts::{AllocationQuery, HostAllocations},
+        placement::HostRecord,
+    },
+};
+
+/// An enrolled host. Its extra capabilities appear as further keys with string values.
+#[derive(Debug, Object)]
+#[oai(rename = "Host")]
+pub struct HostView {
+    /// An integer, as a string.
+    pub id: String,
+    pub hypervisor_hostname: String,
+    pub hypervisor_type: String,
+    pub hypervisor_version: i64,
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub local_gb: i64,
+    pub cpu_info: String,
+    pub service_name: String,
+    pub availability_zone: String,
+    #[oai(nullable)]
+    pub status: Nullable<String>,
+    /// Whether leases may get this host.
+    pub reservable: bool,
+    #[oai(nullable)]
+    pub trust_id: Nullable<String>,
+    pub created_at: String,
+    #[oai(nullable)]
+    pub updated_at: Nullable<String>,
+    #[oai(flatten)]
+    pub capabilities: BTreeMap<String, String>,
+}
+
+impl From<HostRecord> for HostView {
+    fn from(r: HostRecord) -> Self {
+        let h = r.host;
+        HostView {
+            id: h.id.to_string(),
+            hypervisor_hostname: h.hypervisor_hostname,
+            hypervisor_type: h.hypervisor_type,
+            hypervisor_version: h.hypervisor_version,
+            vcpus: h.vcpus,
+            memory_mb: h.memory_mb,
+            local_gb: h.local_gb,
+            cpu_info: h.cpu_info,
+            service_name: h.service_name,
+            availability_zone: h.availability_zone,
+            status: h.status.into(),
+            reservable: h.reservable,
+            trust_id: h.trust_id.into(),
+            created_at: format_timestamp(h.created_at),
+            updated_at: h.updated_at.map(format_timestamp).into(),
+            capabilities: r.capabilities.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "HostResponse")]
+pub struct HostEnvelope {
+    pub host: HostView,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "HostList")]
+pub struct HostList {
+    pub hosts: Vec<HostView>,
+}
+
+/// A host to enrol. `name` is its hypervisor hostname; the hardware facts are optional (with no
+/// Nova here they come from this body; defaults: 0, `""`, service_name = name); every other key
+/// is an extra capability with a string value.
+#[derive(Debug, Object)]
+#[oai(rename = "HostCreate")]
+pub struct HostCreateDoc {
+    pub name: String,
+    pub vcpus: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub local_gb: Option<i64>,
+    pub hypervisor_type: Option<String>,
+    pub hypervisor_version: Option<i64>,
+    pub cpu_info: Option<String>,
+    pub service_name: Option<String>,
+    pub availability_zone: Option<String>,
+    #[oai(flatten)]
+    pub extra_capabilities: BTreeMap<String, String>,
+}
+
+/// Capabilities to set, flat (`{"gpu": "true"}`, as the CLI sends) or wrapped
+/// (`{"values": {"gpu": "true"}}`, as the seed shows). A null value removes the capability.
+/// Hardware facts (vcpus, memory_mb, ...) may be updated too.
+#[derive(Debug, Object)]
+#[oai(rename = "HostUpdate")]
+pub struct HostUpdateDoc {
+    #[oai(flatten)]
+    pub values: BTreeMap<String, String>,
+}
+
+#[derive(ApiResponse)]
+pub enum HostAccepted {
+    #[oai(status = 202)]
+    Accepted(Json<HostEnvelope>),
+}
+
+#[derive(ApiResponse)]
+pub enum HostDeleted {
+    #[oai(status = 204)]
+    NoContent,
+}
+
+/// A reservation holding a host, with its lease's window.
+#[derive(Debug, Object)]
+#[oai(rename = "AllocatedReservation")]
+pub struct AllocatedReservationView {
+    pub id: String,
+    pub lease_id: String,
+    pub start_date: String,
+    pub end_date: String,
+}
+
+/// A host and the reservations that hold it.
+#[derive(Debug, Object)]
+#[oai(rename = "Allocation")]
+pub struct AllocationView {
+    /// The host id.
+    pub resource_id: String,
+    pub reservations: Vec<AllocatedReservationView>,
+}
+
+impl From<HostAllocations> for AllocationView {
+    fn from(a: HostAllocations) -> Self {
+        AllocationView {
+            resource_id: a.host_id.to_string(),
+            reservations: a
+                .reservations
+                .into_iter()
+                .map(|r| AllocatedReservationView {
+                    id: r.reservation_id,
+                    lease_id: r.lease_id,
+                    start_date: format_lease_date(r.start_date),
+                    end_date: format_lease_date(r.end_date),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "AllocationList")]
+pub struct AllocationList {
+    pub allocations: Vec<AllocationView>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "AllocationResponse")]
+pub struct AllocationEnvelope {
+    pub allocation: AllocationView,
+}
+
+/// A resource property (an extra-capability name). `private` and `values` come with `detail`.
+#[derive(Debug, Object)]
+#[oai(rename = "ResourcePropertySummary")]
+pub struct PropertySummary {
+    pub property: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub private: Option<bool>,
+    /// The distinct values hosts have for it.
+    #[oai(skip_serializing_if_is_none)]
+    pub values: Option<Vec<String>>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "ResourcePropertyList")]
+pub struct PropertyList {
+    pub resource_properties: Vec<PropertySummary>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "ResourceProperty")]
+pub struct PropertyView {
+    pub id: String,
+    pub resource_type: String,
+    pub property_name: String,
+    pub private: bool,
+    pub created_at: String,
+    #[oai(nullable)]
+    pub updated_at: Nullable<String>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "ResourcePropertyResponse")]
+pub struct PropertyEnvelope {
+    pub resource_property: PropertyView,
+}
+
+/// `private: true` hides a property from non-admin listings.
+#[derive(Debug, Object)]
+#[oai(rename = "ResourcePropertyUpdate")]
+pub struct PropertyUpdateDoc {
+    pub private: bool,
+}
+
+/// Upstream treats any non-empty value as true (even `false`); we read it as a boolean.
+fn flag(v: Option<String>) -> bool {
+    v.is_some_and(|s| {
+        !matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "" | "false" | "0" | "no" | "off"
+        )
+    })
+}
+
+pub struct HostsApi;
+
+#[OpenApi(tag = "ApiTags::Hosts")]
+impl HostsApi {
+    /// List hosts
+    #[oai(path = "/v1/os-hosts", method = "get", operation_id = "listHosts")]
+    async fn list_hosts(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+    ) -> ApiResult<Json<HostList>> {
+        let hosts = svc.list_hosts(&caller).await?;
+        Ok(Json(HostList {
+            hosts: hosts.into_iter().map(HostView::from).collect(),
+        }))
+    }
+
+    /// Enrol a host
+    #[oai(path = "/v1/os-hosts", method = "post", operation_id = "createHost")]
+    async fn create_host(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        body: Json<RawBody<HostCreateDoc>>,
+    ) -> ApiResult<HostAccepted> {
+        let host = svc.create_host(&caller, &body.0.object).await?;
+        Ok(HostAccepted::Accepted(Json(HostEnvelope {
+            host: host.into(),
+        })))
+    }
+
+    /// List host allocations
+    ///
+    /// Every host with the reservations that hold it: by default those of leases that have not
+    /// ended; with `lease_id` or `reservation_id`, those of that lease or reservation.
+    #[oai(
+        path = "/v1/os-hosts/allocations",
+        method = "get",
+        operation_id = "listHostAllocations",
+        tag = "ApiTags::Allocations"
+    )]
+    async fn list_allocations(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        lease_id: Query<Option<String>>,
+        reservation_id: Query<Option<String>>,
+    ) -> ApiResult<Json<AllocationList>> {
+        let query = AllocationQuery {
+            lease_id: lease_id.0,
+            reservation_id: reservation_id.0,
+        };
+        let all = svc.list_allocations(&caller, &query).await?;
+        Ok(Json(AllocationList {
+            allocations: all.into_iter().map(AllocationView::from).collect(),
+        }))
+    }
+
+    /// List resource properties
+    #[oai(
+        path = "/v1/os-hosts/properties",
+        method = "get",
+        operation_id = "listHostProperties"
+    )]
+    async fn list_properties(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        /// `True` adds `private` and the distinct `values` of each property.
+        detail: Query<Option<String>>,
+        /// `True` includes private properties (admins only).
+        all: Query<Option<String>>,
+    ) -> ApiResult<Json<PropertyList>> {
+        let detail = flag(detail.0);
+        let include_private = flag(all.0) && caller.is_admin();
+        let props = svc
+            .list_properties(&caller, detail, include_private)
+            .await?;
+        Ok(Json(PropertyList {
+            resource_properties: props
+                .into_iter()
+                .map(|p| PropertySummary {
+                    property: p.name,
+                    private: detail.then_some(p.private),
+                    values: detail.then_some(p.values),
+                })
+                .collect(),
+        }))
+    }
+
+    /// Update a resource property
+    #[oai(
+        path = "/v1/os-hosts/properties/:property_name",
+        method = "patch",
+        operation_id = "updateHostProperty"
+    )]
+    async fn update_property(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        property_name: Path<String>,
+        body: Json<RawBody<PropertyUpdateDoc>>,
+    ) -> ApiResult<Json<PropertyEnvelope>> {
+        let p = svc
+            .update_property(&caller, &property_name, &body.0.object)
+            .await?;
+        Ok(Json(PropertyEnvelope {
+            resource_property: PropertyView {
+                id: p.id,
+                resource_type: p.resource_type,
+                property_name: p.property_name,
+                private: p.private,
+                created_at: format_timestamp(p.created_at),
+                updated_at: p.updated_at.map(format_timestamp).into(),
+            },
+        }))
+    }
+
+    /// Show a host
+    #[oai(
+        path = "/v1/os-hosts/:host_id",
+        method = "get",
+        operation_id = "getHost"
+    )]
+    async fn get_host(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        host_id: Path<String>,
+    ) -> ApiResult<Json<HostEnvelope>> {
+        let host = svc.get_host(&caller, &host_id).await?;
+        Ok(Json(HostEnvelope { host: host.into() }))
+    }
+
+    /// Update a host's capabilities
+    #[oai(
+        path = "/v1/os-hosts/:host_id",
+        method = "put",
+        operation_id = "updateHost"
+    )]
+    async fn update_host(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        host_id: Path<String>,
+        body: Json<RawBody<HostUpdateDoc>>,
+    ) -> ApiResult<HostAccepted> {
+        let host = svc.update_host(&caller, &host_id, &body.0.object).await?;
+        Ok(HostAccepted::Accepted(Json(HostEnvelope {
+            host: host.into(),
+        })))
+    }
+
+    /// Delete a host
+    ///
+    /// Refused (409) while a current or future lease holds it.
+    #[oai(
+        path = "/v1/os-hosts/:host_id",
+        method = "delete",
+        operation_id = "deleteHost"
+    )]
+    async fn delete_host(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        host_id: Path<String>,
+    ) -> ApiResult<HostDeleted> {
+        svc.delete_host(&caller, &host_id).await?;
+        Ok(HostDeleted::NoContent)
+    }
+
+    /// Show a host's allocation
+    #[oai(
+        path = "/v1/os-hosts/:host_id/allocation",
+        method = "get",
+        operation_id = "getHostAllocation",
+        tag = "ApiTags::Allocations"
+    )]
+    async fn get_allocation(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        host_id: Path<String>,
+        lease_id: Query<Option<String>>,
+        reservation_id: Query<Option<String>>,
+    ) -> ApiResult<Json<AllocationEnvelope>> {
+        let query = AllocationQuery {
+            lease_id: lease_id.0,
+            reservation_id: reservation_id.0,
+        };
+        let a = svc.get_allocation(&caller, &host_id, &query).await?;
+        Ok(Json(AllocationEnvelope {
+            allocation: a.into(),
+        }))
+    }
+}

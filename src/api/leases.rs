@@ -1,0 +1,334 @@
+//! `/v1/leases`: the lease contract (as poem-openapi types) and its handlers.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use serde_json::Value;
+
+use super::{
+    ApiTags,
+    error::ApiResult,
+    types::{Nullable, RawBody},
+};
+use crate::{
+    domain::dates::{format_lease_date, format_timestamp},
+    service::{Caller, Services, leases::LeaseDetail},
+};
+
+/// A reservation of hosts inside a lease.
+#[derive(Debug, Object)]
+#[oai(rename = "Reservation")]
+pub struct ReservationView {
+    pub id: String,
+    pub lease_id: String,
+    /// Id of the host-reservation record (a UUID).
+    pub resource_id: String,
+    /// Always `physical:host` on this server.
+    pub resource_type: String,
+    /// `pending`, `active`, `deleted` or `error`.
+    pub status: String,
+    pub min: i32,
+    pub max: i32,
+    /// JSON filter on host columns, exactly as sent (often `""`).
+    pub hypervisor_properties: String,
+    /// JSON filter on extra capabilities, exactly as sent (often `""`).
+    pub resource_properties: String,
+    /// Action before the lease ends: `""`, `default` or `snapshot`.
+    pub before_end: String,
+    pub missing_resources: bool,
+    pub resources_changed: bool,
+    /// `YYYY-MM-DD HH:MM:SS` (UTC).
+    pub created_at: String,
+    #[oai(nullable)]
+    pub updated_at: Nullable<String>,
+}
+
+/// A lease event.
+#[derive(Debug, Object)]
+#[oai(rename = "Event")]
+pub struct EventView {
+    pub id: String,
+    pub lease_id: String,
+    /// `start_lease`, `before_end_lease` or `end_lease`.
+    pub event_type: String,
+    /// When it is due: `YYYY-MM-DDTHH:MM:SS.ffffff` (UTC).
+    pub time: String,
+    /// `UNDONE`, `IN_PROGRESS`, `DONE` or `ERROR`.
+    pub status: String,
+    pub created_at: String,
+    #[oai(nullable)]
+    pub updated_at: Nullable<String>,
+}
+
+/// A lease: reserved resources for a time window.
+#[derive(Debug, Object)]
+#[oai(rename = "Lease")]
+pub struct LeaseView {
+    pub id: String,
+    pub name: String,
+    #[oai(nullable)]
+    pub user_id: Nullable<String>,
+    #[oai(nullable)]
+    pub project_id: Nullable<String>,
+    /// Keystone trust of the lease; this server creates none, so it is null.
+    #[oai(nullable)]
+    pub trust_id: Nullable<String>,
+    /// `YYYY-MM-DDTHH:MM:SS.ffffff` (UTC).
+    pub start_date: String,
+    /// `YYYY-MM-DDTHH:MM:SS.ffffff` (UTC).
+    pub end_date: String,
+    /// `PENDING`, `STARTING`, `ACTIVE`, `TERMINATING`, `TERMINATED`, `ERROR` (or, briefly,
+    /// `UPDATING`/`DELETING`).
+    #[oai(nullable)]
+    pub status: Nullable<String>,
+    /// The last lifecycle action taken, null until there is one.
+    #[oai(nullable)]
+    pub action: Nullable<String>,
+    /// Why the lease is in its status (set on errors), else null.
+    #[oai(nullable)]
+    pub status_reason: Nullable<String>,
+    pub degraded: bool,
+    /// `YYYY-MM-DD HH:MM:SS` (UTC).
+    pub created_at: String,
+    #[oai(nullable)]
+    pub updated_at: Nullable<String>,
+    pub reservations: Vec<ReservationView>,
+    pub events: Vec<EventView>,
+}
+
+impl From<LeaseDetail> for LeaseView {
+    fn from(d: LeaseDetail) -> Self {
+        let l = d.lease;
+        LeaseView {
+            id: l.id,
+            name: l.name,
+            user_id: l.user_id.into(),
+            project_id: l.project_id.into(),
+            trust_id: l.trust_id.into(),
+            start_date: format_lease_date(l.start_date),
+            end_date: format_lease_date(l.end_date),
+            status: Some(l.status).into(),
+            action: l.action.into(),
+            status_reason: l.status_reason.into(),
+            degraded: l.degraded,
+            created_at: format_timestamp(l.created_at),
+            updated_at: l.updated_at.map(format_timestamp).into(),
+            reservations: d
+                .reservations
+                .into_iter()
+                .map(|r| ReservationView {
+                    id: r.id,
+                    lease_id: r.lease_id,
+                    resource_id: r.resource_id,
+                    resource_type: r.resource_type,
+                    status: r.status,
+                    min: r.min,
+                    max: r.max,
+                    hypervisor_properties: r.hypervisor_properties,
+                    resource_properties: r.resource_properties,
+                    before_end: r.before_end,
+                    missing_resources: r.missing_resources,
+                    resources_changed: r.resources_changed,
+                    created_at: format_timestamp(r.created_at),
+                    updated_at: r.updated_at.map(format_timestamp).into(),
+                })
+                .collect(),
+            events: d
+                .events
+                .into_iter()
+                .map(|e| EventView {
+                    id: e.id,
+                    lease_id: e.lease_id,
+                    event_type: e.event_type,
+                    time: format_lease_date(e.time),
+                    status: e.status,
+                    created_at: format_timestamp(e.created_at),
+                    updated_at: e.updated_at.map(format_timestamp).into(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "LeaseResponse")]
+pub struct LeaseEnvelope {
+    pub lease: LeaseView,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "LeaseList")]
+pub struct LeaseList {
+    pub leases: Vec<LeaseView>,
+}
+
+/// A host reservation requested in a new lease.
+#[derive(Debug, Object)]
+#[oai(rename = "ReservationCreate")]
+pub struct ReservationCreateDoc {
+    /// Must be `physical:host`.
+    pub resource_type: String,
+    /// Fewest hosts the lease accepts (>= 1). A string holding an integer is accepted too.
+    pub min: i32,
+    /// Most hosts the lease wants (>= min). A string holding an integer is accepted too.
+    pub max: i32,
+    /// Filter on host columns: a string holding JSON such as `["==", "$vcpus", "4"]`, or `""`.
+    pub hypervisor_properties: Option<String>,
+    /// Filter on extra capabilities, same language, or `""`.
+    pub resource_properties: Option<String>,
+    /// Action before the end: `""` (none), `default` (the server's configured action, the
+    /// default) or `snapshot`.
+    pub before_end: Option<String>,
+}
+
+/// A lease to create. Dates are `YYYY-MM-DD HH:MM` in UTC (seconds and a `T` separator are
+/// accepted too); `start_date` may be `now`.
+#[derive(Debug, Object)]
+#[oai(rename = "LeaseCreate")]
+pub struct LeaseCreateDoc {
+    /// 1 to 80 characters.
+    pub name: String,
+    pub start_date: String,
+    pub end_date: String,
+    /// When `before_end_lease` fires (strictly between start and end); default: 60 minutes
+    /// before the end (configurable).
+    #[oai(nullable)]
+    pub before_end_date: Option<String>,
+    pub reservations: Option<Vec<ReservationCreateDoc>>,
+    /// Events are created by the server; only an empty list is accepted.
+    #[oai(validator(max_items = 0))]
+    pub events: Option<Vec<Value>>,
+}
+
+/// Changes to one reservation of the lease, by id.
+#[derive(Debug, Object)]
+#[oai(rename = "ReservationUpdate")]
+pub struct ReservationUpdateDoc {
+    pub id: String,
+    pub min: Option<i32>,
+    pub max: Option<i32>,
+    pub hypervisor_properties: Option<String>,
+    pub resource_properties: Option<String>,
+    pub before_end: Option<String>,
+    /// May be given, but must equal the stored value.
+    pub resource_type: Option<String>,
+}
+
+/// Changes to a lease. The start can move only before the lease starts; a terminated lease can
+/// only be renamed. Hosts are re-chosen where the new window or parameters need it, keeping the
+/// hosts already held where possible; a refused update changes nothing.
+#[derive(Debug, Object)]
+#[oai(rename = "LeaseUpdate")]
+pub struct LeaseUpdateDoc {
+    pub name: Option<String>,
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    #[oai(nullable)]
+    pub before_end_date: Option<String>,
+    pub reservations: Option<Vec<ReservationUpdateDoc>>,
+}
+
+#[derive(ApiResponse)]
+pub enum LeaseAccepted {
+    /// The lease, as stored.
+    #[oai(status = 202)]
+    Accepted(Json<LeaseEnvelope>),
+}
+
+#[derive(ApiResponse)]
+pub enum LeaseDeleted {
+    /// The lease is gone and its hosts are free.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+pub struct LeasesApi;
+
+#[OpenApi(tag = "ApiTags::Leases")]
+impl LeasesApi {
+    /// List leases
+    #[oai(path = "/v1/leases", method = "get", operation_id = "listLeases")]
+    async fn list_leases(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+    ) -> ApiResult<Json<LeaseList>> {
+        let leases = svc.list_leases(&caller).await?;
+        Ok(Json(LeaseList {
+            leases: leases.into_iter().map(LeaseView::from).collect(),
+        }))
+    }
+
+    /// Create a lease
+    ///
+    /// Chooses between `min` and `max` free hosts matching each reservation's filters for the
+    /// whole window, or answers 409 and stores nothing.
+    #[oai(path = "/v1/leases", method = "post", operation_id = "createLease")]
+    async fn create_lease(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        body: Json<RawBody<LeaseCreateDoc>>,
+    ) -> ApiResult<LeaseAccepted> {
+        let lease = svc.create_lease(&caller, &body.0.object).await?;
+        Ok(LeaseAccepted::Accepted(Json(LeaseEnvelope {
+            lease: lease.into(),
+        })))
+    }
+
+    /// Show a lease
+    #[oai(
+        path = "/v1/leases/:lease_id",
+        method = "get",
+        operation_id = "getLease"
+    )]
+    async fn get_lease(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        lease_id: Path<String>,
+    ) -> ApiResult<Json<LeaseEnvelope>> {
+        let lease = svc.get_lease(&caller, &lease_id).await?;
+        Ok(Json(LeaseEnvelope {
+            lease: lease.into(),
+        }))
+    }
+
+    /// Update a lease
+    #[oai(
+        path = "/v1/leases/:lease_id",
+        method = "put",
+        operation_id = "updateLease"
+    )]
+    async fn update_lease(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        lease_id: Path<String>,
+        body: Json<RawBody<LeaseUpdateDoc>>,
+    ) -> ApiResult<LeaseAccepted> {
+        let lease = svc.update_lease(&caller, &lease_id, &body.0.object).await?;
+        Ok(LeaseAccepted::Accepted(Json(LeaseEnvelope {
+            lease: lease.into(),
+        })))
+    }
+
+    /// Delete a lease
+    ///
+    /// Frees its hosts at once.
+    #[oai(
+        path = "/v1/leases/:lease_id",
+        method = "delete",
+        operation_id = "deleteLease"
+    )]
+    async fn delete_lease(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+        lease_id: Path<String>,
+    ) -> ApiResult<LeaseDeleted> {
+        svc.delete_lease(&caller, &lease_id).await?;
+        Ok(LeaseDeleted::NoContent)
+    }
+}

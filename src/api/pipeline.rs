@@ -1,0 +1,450 @@
+//! The request pipeline around every route: request ids, the `.json` suffix, content negotiation,
+//! the request body rules, the caller's identity, the error envelope and one access-log line.
+//!
+//! It runs outside routing so that framework errors (404 route, 405, bad JSON, 413, 415) get the
+//! same envelope and `X-Openstack-Request-Id` as errors raised by handlers.
+
+use std::{sync::Arc, time::Instant};
+
+use poem::{
+    Endpoint, IntoResponse, Request, Response,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
+};
+use tracing::Instrument;
+
+use super::error::ApiError;
+use crate::{config::Settings, service::Caller};
+
+pub const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
+const API_VERSION_HEADER: &str = "openstack-api-version";
+const API_VERSION: &str = "reservation 1.0";
+
+/// What the pipeline needs from the settings.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub max_body_bytes: usize,
+    pub default_project_id: String,
+    pub default_user_id: String,
+    pub default_roles: Vec<String>,
+}
+
+impl Pipeline {
+    pub fn from_settings(s: &Settings) -> Self {
+        Self {
+            max_body_bytes: s.max_body_bytes,
+            default_project_id: s.default_project_id.clone(),
+            default_user_id: s.default_user_id.clone(),
+            default_roles: split_roles(&s.default_roles),
+        }
+    }
+}
+
+fn split_roles(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs one request through the pipeline and the routes in `ep`.
+pub async fn handle<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    pipeline: Arc<Pipeline>,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let request_id = request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut resp = async {
+        match pipeline.prepare(&mut req).await {
+            Err(e) => e.into_http_response(),
+            Ok(()) => match ep.call(req).await {
+                Ok(r) => envelope_bare_errors(r.into_response()).await,
+                Err(err) => error_response(err),
+            },
+        }
+    }
+    .instrument(span.clone())
+    .await;
+
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID_HEADER, v);
+    }
+    headers.insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("OpenStack-API-Version"),
+    );
+    let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        tracing::info!(
+            target: "blazar_server::access",
+            %method,
+            path = %path,
+            status,
+            latency_ms = format_args!("{latency_ms:.2}"),
+            "request"
+        )
+    });
+    Ok(resp)
+}
+
+/// A client's `req-<uuid>` id is kept (as upstream does); anything else gets a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            v.strip_prefix("req-")
+                .is_some_and(|u| uuid::Uuid::parse_str(u).is_ok() && u.len() == 36)
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()))
+}
+
+fn is_api_path(path: &str) -> bool {
+    path == "/" || path == "/versions" || path == "/v1" || path.starts_with("/v1/")
+}
+
+impl Pipeline {
+    async fn prepare(&self, req: &mut Request) -> Result<(), ApiError> {
+        let path = req.uri().path().to_string();
+        if !is_api_path(&path) {
+            return Ok(());
+        }
+        let suffix = strip_json_suffix(req, &path)?;
+        check_api_version(req.headers())?;
+        if !suffix {
+            check_accept(req.headers())?;
+        }
+        let caller = self.caller(req.headers())?;
+        req.extensions_mut().insert(caller);
+        if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+            self.check_body(req, suffix).await?;
+        }
+        Ok(())
+    }
+
+    /// Identity in noauth mode: X-Project-Id, X-User-Id and X-Roles, or the configured defaults.
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let read = |name: &str| -> Result<Option<String>, ApiError> {
+            match headers.get(name) {
+                None => Ok(None),
+                Some(v) => {
+                    let s = v.to_str().map_err(|_| {
+                        ApiError::from_status(
+                            StatusCode::BAD_REQUEST,
+                            format!("the {name} header must be printable ASCII"),
+                        )
+                    })?;
+                    let s = s.trim();
+                    if s.len() > 255 {
+                        return Err(ApiError::from_status(
+                            StatusCode::BAD_REQUEST,
+                            format!("the {name} header is longer than 255 characters"),
+                        ));
+                    }
+                    Ok((!s.is_empty()).then(|| s.to_string()))
+                }
+            }
+        };
+        Ok(Caller {
+            project_id: read("x-project-id")?.unwrap_or_else(|| self.default_project_id.clone()),
+            user_id: read("x-user-id")?.unwrap_or_else(|| self.default_user_id.clone()),
+            roles: read("x-roles")?
+                .map(|r| split_roles(&r))
+                .unwrap_or_else(|| self.default_roles.clone()),
+        })
+    }
+
+    /// Body rules: at most `max_body_bytes`; JSON by Content-Type or `.json` suffix (415 otherwise);
+    /// well-formed (400); an object (400). An empty body counts as `{}`, as upstream.
+    async fn check_body(&self, req: &mut Request, suffix: bool) -> Result<(), ApiError> {
+        let too_large = || {
+            ApiError::from_status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "The request body is larger than the limit of {} bytes",
+                    self.max_body_bytes
+                ),
+            )
+        };
+        if let Some(len) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && len > self.max_body_bytes as u64
+        {
+            return Err(too_large());
+        }
+        let bytes = req
+            .take_body()
+            .into_bytes_limit(self.max_body_bytes)
+            .await
+            .map_err(|e| match e {
+                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+                other => ApiError::from_status(
+                    StatusCode::BAD_REQUEST,
+                    format!("Could not read the request body: {other}"),
+                ),
+            })?;
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            bytes::Bytes::from_static(b"{}")
+        } else {
+            if !suffix {
+                let ct = req
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                if !ct.as_deref().is_some_and(is_json_media_type) {
+                    return Err(ApiError::from_status(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        format!(
+                            "Content type {} isn't supported: send the body as application/json \
+                             or add .json to the URL",
+                            ct.map(|c| format!("'{}'", c.chars().take(80).collect::<String>()))
+                                .unwrap_or_else(|| "(none)".into())
+                        ),
+                    ));
+                }
+            }
+            let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MalformedRequestBody",
+                    format!("The request body is not valid JSON: {e}"),
+                )
+            })?;
+            if !value.is_object() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MalformedRequestBody",
+                    format!(
+                        "The request body must be a JSON object, not {}",
+                        crate::domain::input::json_kind(&value)
+                    ),
+                ));
+            }
+            bytes
+        };
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        req.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        req.set_body(bytes);
+        Ok(())
+    }
+}
+
+fn is_json_media_type(ct: &str) -> bool {
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// `/v1/leases.json` -> `/v1/leases`; `/v1/os-hosts/.json` -> `/v1/os-hosts` (upstream's form).
+fn strip_json_suffix(req: &mut Request, path: &str) -> Result<bool, ApiError> {
+    let Some(stem) = path.strip_suffix(".json") else {
+        return Ok(false);
+    };
+    if !path.starts_with("/v1/") {
+        return Ok(false);
+    }
+    let stem = match stem.strip_suffix('/') {
+        Some(s) if s.len() > "/v1".len() => s,
+        _ => stem,
+    };
+    let new = match req.uri().query() {
+        Some(q) => format!("{stem}?{q}"),
+        None => stem.to_string(),
+    };
+    *req.uri_mut() = new.parse::<Uri>().map_err(|_| {
+        ApiError::from_status(StatusCode::BAD_REQUEST, "The request URL is malformed")
+    })?;
+    Ok(true)
+}
+
+/// `OpenStack-API-Version: reservation 1.0` (or `latest`) is the only version there is.
+fn check_api_version(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(v) = headers.get(API_VERSION_HEADER) else {
+        return Ok(());
+    };
+    let v = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    let Some(version) = v.strip_prefix("reservation").map(str::trim) else {
+        // The header may name other services' versions; none for us means the default.
+        return Ok(());
+    };
+    if version == "latest" || version == "1.0" {
+        return Ok(());
+    }
+    let well_formed = version
+        .split_once('.')
+        .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok());
+    if well_formed {
+        Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "UnsupportedVersion",
+            format!("API version reservation {version} is not supported; the only version is 1.0"),
+        ))
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MalformedVersion",
+            format!("Malformed OpenStack-API-Version header: 'reservation {version}'"),
+        ))
+    }
+}
+
+/// No Accept header is fine (upstream fails on it); one that excludes JSON gets 406.
+fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT) else {
+        return Ok(());
+    };
+    let accept = String::from_utf8_lossy(accept.as_bytes()).to_ascii_lowercase();
+    if accept.trim().is_empty() {
+        return Ok(());
+    }
+    let ok = accept.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let range = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        !refused && matches!(range, "application/json" | "application/*" | "*/*")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::from_status(
+            StatusCode::NOT_ACCEPTABLE,
+            format!(
+                "Only application/json responses are available; the Accept header asks for '{}'",
+                accept.chars().take(100).collect::<String>()
+            ),
+        ))
+    }
+}
+
+/// Turns a framework error into the envelope.
+fn error_response(err: poem::Error) -> Response {
+    if let Some(api) = err.downcast_ref::<ApiError>() {
+        return api.clone().into_http_response();
+    }
+    let status = err.status();
+    let message = match status {
+        StatusCode::NOT_FOUND => "The resource could not be found".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "The method is not allowed for this resource".to_string(),
+        s if s.is_server_error() => {
+            tracing::error!(error = %err, "request failed");
+            "The server could not complete the request; the error is logged with this request's \
+             X-Openstack-Request-Id"
+                .to_string()
+        }
+        _ => err.to_string(),
+    };
+    ApiError::from_status(status, message).into_http_response()
+}
+
+/// Error responses produced without the envelope (a caught panic, a static file error) get it.
+async fn envelope_bare_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if status.as_u16() < 400 {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_media_type);
+    if is_json {
+        return resp;
+    }
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), "request failed");
+    }
+    let text = resp.into_body().into_string().await.unwrap_or_default();
+    let message = if status.is_server_error() || text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("Error").to_string()
+    } else {
+        text.chars().take(500).collect()
+    };
+    ApiError::from_status(status, message).into_http_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn accept_rules() {
+        assert!(check_accept(&headers(&[])).is_ok());
+        assert!(check_accept(&headers(&[("accept", "*/*")])).is_ok());
+        assert!(check_accept(&headers(&[("accept", "application/json")])).is_ok());
+        assert!(check_accept(&headers(&[("accept", "text/html, application/*;q=0.5")])).is_ok());
+        assert!(check_accept(&headers(&[("accept", "text/html")])).is_err());
+        assert!(check_accept(&headers(&[("accept", "application/json;q=0")])).is_err());
+    }
+
+    #[test]
+    fn api_version_rules() {
+        assert!(check_api_version(&headers(&[])).is_ok());
+        assert!(
+            check_api_version(&headers(&[("openstack-api-version", "reservation 1.0")])).is_ok()
+        );
+        assert!(
+            check_api_version(&headers(&[("openstack-api-version", "reservation latest")])).is_ok()
+        );
+        let e = check_api_version(&headers(&[("openstack-api-version", "reservation 2.0")]))
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_ACCEPTABLE);
+        let e =
+            check_api_version(&headers(&[("openstack-api-version", "reservation x")])).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn request_ids() {
+        let given = "req-6f9c1a3e-2b4d-4e5f-8a7b-9c0d1e2f3a4b";
+        let h = headers(&[(
+            "x-openstack-request-id",
+            "req-6f9c1a3e-2b4d-4e5f-8a7b-9c0d1e2f3a4b",
+        )]);
+        assert_eq!(request_id(&h), given);
+        let h = headers(&[("x-openstack-request-id", "req-not-a-uuid")]);
+        assert_ne!(request_id(&h), "req-not-a-uuid");
+        assert!(request_id(&HeaderMap::new()).starts_with("req-"));
+    }
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json_media_type("application/json"));
+        assert!(is_json_media_type("application/json; charset=utf-8"));
+        assert!(is_json_media_type("Application/JSON"));
+        assert!(!is_json_media_type("text/plain"));
+        assert!(!is_json_media_type("application/x-www-form-urlencoded"));
+    }
+}

@@ -1,0 +1,161 @@
+//! Building the application: database, services, routes and the request pipeline, bound to a port.
+//!
+//! `Application::build` binds (port 0 in tests) and reports the bound port before serving, as in
+//! zero-to-production; `run` serves until the shutdown future resolves, then drains requests.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use poem::{
+    Endpoint, EndpointExt, Route, Server,
+    listener::{Acceptor, Listener, TcpListener},
+    middleware::CatchPanic,
+};
+
+use crate::{
+    api::{self, pipeline::Pipeline},
+    clock::SharedClock,
+    config::{ConfigError, Settings},
+    db::Db,
+    service::{Services, StandaloneFacts},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("database {url}: {source}")]
+    Database { url: String, source: sea_orm::DbErr },
+    #[error("cannot listen on {bind}: {source}")]
+    Bind {
+        bind: String,
+        source: std::io::Error,
+    },
+}
+
+/// The routes of the whole service, wrapped in the request pipeline.
+pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
+    let api = api::openapi();
+    let pipeline = Arc::new(Pipeline::from_settings(&services.settings));
+    Route::new()
+        .at("/openapi.json", api.spec_endpoint())
+        .at("/openapi.yaml", api.spec_endpoint_yaml())
+        .nest("/docs", api.swagger_ui())
+        .nest("/", api)
+        .data(services)
+        .with(CatchPanic::new())
+        .around(move |ep, req| api::pipeline::handle(ep, req, pipeline.clone()))
+}
+
+/// Connects to the database and applies pending migrations.
+pub async fn open_database(settings: &Settings) -> Result<Db, AppError> {
+    let db_err = |source| AppError::Database {
+        url: redact(&settings.database_url),
+        source,
+    };
+    let db = Db::connect(&settings.database_url, settings.db_max_connections)
+        .await
+        .map_err(db_err)?;
+    db.migrate().await.map_err(db_err)?;
+    Ok(db)
+}
+
+/// Hides a password in a database URL for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub struct Application {
+    addr: SocketAddr,
+    acceptor: poem::listener::TcpAcceptor,
+    services: Arc<Services>,
+}
+
+impl Application {
+    /// Opens the database, builds the services and binds the listener.
+    pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, AppError> {
+        settings.validate()?;
+        let db = open_database(&settings).await?;
+        let services = Arc::new(Services {
+            db: Arc::new(db),
+            clock,
+            settings: Arc::new(settings.clone()),
+            facts: Arc::new(StandaloneFacts),
+        });
+        let acceptor = TcpListener::bind(settings.bind.clone())
+            .into_acceptor()
+            .await
+            .map_err(|source| AppError::Bind {
+                bind: settings.bind.clone(),
+                source,
+            })?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| AppError::Bind {
+                bind: settings.bind.clone(),
+                source: std::io::Error::other("no local address"),
+            })?;
+        Ok(Self {
+            addr,
+            acceptor,
+            services,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn services(&self) -> Arc<Services> {
+        self.services.clone()
+    }
+
+    /// Serves until `shutdown` resolves; requests in flight then get up to 30 s to finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(addr = %self.addr, "serving");
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                routes(self.services),
+                shutdown,
+                Some(Duration::from_secs(30)),
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_are_hidden() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            super::redact("sqlite://blazar.db?mode=rwc"),
+            "sqlite://blazar.db?mode=rwc"
+        );
+    }
+}

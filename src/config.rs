@@ -1,0 +1,226 @@
+//! Settings in layers: built-in defaults < TOML file (`--config`) < environment < command-line flags.
+//!
+//! The environment and flag layers come from one clap definition in `main.rs` (each flag names its
+//! variable), so this module only knows defaults, the TOML file and how to apply a layer.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Everything the server can be told, with the defaults a fresh clone runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Address to serve on; port 0 picks a free port (tests).
+    pub bind: String,
+    /// `sqlite://file.db?mode=rwc`, `sqlite:///abs/path.db?mode=rwc` or `postgres://...`.
+    pub database_url: String,
+    /// Largest pool of database connections.
+    pub db_max_connections: u32,
+    /// Minutes before a lease's end at which `before_end_lease` fires when the lease gives no
+    /// `before_end_date` (upstream `[manager] minutes_before_end_lease`); 0 creates no such event.
+    pub minutes_before_end_lease: i64,
+    /// What a reservation's `before_end: "default"` means (upstream `[physical:host] before_end`):
+    /// `""` (nothing) or `"snapshot"`.
+    pub default_before_end_action: String,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Most reservations one lease may hold.
+    pub max_reservations_per_lease: usize,
+    /// Identity used in noauth mode when a request carries no X-Project-Id / X-User-Id / X-Roles.
+    pub default_project_id: String,
+    pub default_user_id: String,
+    pub default_roles: String,
+    /// tracing-subscriber filter, e.g. `info` or `blazar_server=debug,info`.
+    pub log_filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:1234".into(),
+            database_url: "sqlite://blazar.db?mode=rwc".into(),
+            db_max_connections: 8,
+            minutes_before_end_lease: 60,
+            default_before_end_action: String::new(),
+            max_body_bytes: 1024 * 1024,
+            max_reservations_per_lease: 32,
+            default_project_id: "default".into(),
+            default_user_id: "admin".into(),
+            default_roles: "admin".into(),
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// One layer of settings: every field optional; what a layer leaves out keeps the value below.
+/// The same type reads the TOML file and (through clap) the environment and the flags.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsLayer {
+    /// Address to listen on [default: 127.0.0.1:1234]
+    #[arg(long, global = true, env = "BLAZAR_BIND")]
+    pub bind: Option<String>,
+    /// Database URL [default: sqlite://blazar.db?mode=rwc]
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Largest database connection pool [default: 8]
+    #[arg(long, global = true, env = "BLAZAR_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// Minutes before the end at which before_end_lease fires by default; 0 = no event [default: 60]
+    #[arg(long, global = true, env = "BLAZAR_MINUTES_BEFORE_END_LEASE")]
+    pub minutes_before_end_lease: Option<i64>,
+    /// What before_end "default" means: "" or "snapshot" [default: ""]
+    #[arg(long, global = true, env = "BLAZAR_DEFAULT_BEFORE_END_ACTION")]
+    pub default_before_end_action: Option<String>,
+    /// Largest request body in bytes [default: 1048576]
+    #[arg(long, global = true, env = "BLAZAR_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most reservations per lease [default: 32]
+    #[arg(long, global = true, env = "BLAZAR_MAX_RESERVATIONS_PER_LEASE")]
+    pub max_reservations_per_lease: Option<usize>,
+    /// Project of requests without X-Project-Id (noauth) [default: default]
+    #[arg(long, global = true, env = "BLAZAR_DEFAULT_PROJECT_ID")]
+    pub default_project_id: Option<String>,
+    /// User of requests without X-User-Id (noauth) [default: admin]
+    #[arg(long, global = true, env = "BLAZAR_DEFAULT_USER_ID")]
+    pub default_user_id: Option<String>,
+    /// Roles of requests without X-Roles, comma-separated (noauth) [default: admin]
+    #[arg(long, global = true, env = "BLAZAR_DEFAULT_ROLES")]
+    pub default_roles: Option<String>,
+    /// Log filter (RUST_LOG overrides it) [default: info]
+    #[arg(long, global = true, env = "BLAZAR_LOG")]
+    pub log_filter: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+impl SettingsLayer {
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+impl Settings {
+    /// Applies a layer on top of these settings.
+    pub fn apply(&mut self, layer: SettingsLayer) {
+        macro_rules! take {
+            ($($field:ident),*) => {
+                $(if let Some(v) = layer.$field { self.$field = v; })*
+            };
+        }
+        take!(
+            bind,
+            database_url,
+            db_max_connections,
+            minutes_before_end_lease,
+            default_before_end_action,
+            max_body_bytes,
+            max_reservations_per_lease,
+            default_project_id,
+            default_user_id,
+            default_roles,
+            log_filter
+        );
+    }
+
+    /// Checks the values that would otherwise fail later, deep inside a request.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0..=525_600).contains(&self.minutes_before_end_lease) {
+            return Err(ConfigError::Invalid {
+                name: "minutes_before_end_lease",
+                message: "must be between 0 and 525600 (one year)".into(),
+            });
+        }
+        if !crate::domain::lease::BEFORE_END_CONFIG_ACTIONS
+            .contains(&self.default_before_end_action.as_str())
+        {
+            return Err(ConfigError::Invalid {
+                name: "default_before_end_action",
+                message: format!(
+                    "must be one of {:?}",
+                    crate::domain::lease::BEFORE_END_CONFIG_ACTIONS
+                ),
+            });
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                name: "max_body_bytes",
+                message: "must be at least 1024".into(),
+            });
+        }
+        if self.max_reservations_per_lease == 0 {
+            return Err(ConfigError::Invalid {
+                name: "max_reservations_per_lease",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.db_max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                name: "db_max_connections",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        let mut s = Settings::default();
+        s.apply(
+            SettingsLayer::from_toml_str(
+                "bind = \"0.0.0.0:9000\"\nminutes_before_end_lease = 30\n",
+            )
+            .unwrap(),
+        );
+        s.apply(SettingsLayer {
+            bind: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        });
+        assert_eq!(s.bind, "127.0.0.1:0");
+        assert_eq!(s.minutes_before_end_lease, 30);
+        assert_eq!(s.database_url, Settings::default().database_url);
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_errors() {
+        let err = SettingsLayer::from_toml_str("bnd = 1").unwrap_err();
+        assert!(err.contains("bnd"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let s = Settings {
+            default_before_end_action: "reboot".into(),
+            ..Default::default()
+        };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("default_before_end_action"), "{err}");
+    }
+}

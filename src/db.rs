@@ -1,0 +1,120 @@
+//! The database: connecting (SQLite or PostgreSQL), migrating, and write transactions.
+//!
+//! Every write runs in a [`WriteTxn`]. Writers are serialized: on SQLite by an in-process queue
+//! plus `BEGIN IMMEDIATE` (so no request ever sees "database is locked"), on PostgreSQL by a
+//! transaction-scoped advisory lock shared by every instance. "Is this host free? then book it"
+//! is therefore atomic on both backends, and no host is booked twice.
+
+use std::{ops::Deref, time::Duration};
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Key of the PostgreSQL advisory lock that serializes writers across instances.
+const PG_WRITE_LOCK_KEY: i64 = 0x0b1a_2a00;
+
+#[derive(Debug)]
+pub struct Db {
+    conn: DatabaseConnection,
+    /// SQLite only: one writer at a time in this process, handed over in FIFO order.
+    sqlite_writer: Option<Mutex<()>>,
+}
+
+/// An open write transaction; dropping it without `commit` rolls back.
+pub struct WriteTxn<'a> {
+    txn: DatabaseTransaction,
+    _turn: Option<MutexGuard<'a, ()>>,
+}
+
+impl Deref for WriteTxn<'_> {
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+impl WriteTxn<'_> {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+}
+
+impl Db {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db, DbErr> {
+        let mut opts = ConnectOptions::new(url.to_string());
+        opts.max_connections(max_connections)
+            .min_connections(1)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a lease acknowledged is a lease on disk, even after a power cut.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+        let conn = Database::connect(opts).await?;
+        let sqlite_writer =
+            (conn.get_database_backend() == DbBackend::Sqlite).then(|| Mutex::new(()));
+        Ok(Db {
+            conn,
+            sqlite_writer,
+        })
+    }
+
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.conn, None).await
+    }
+
+    /// Whether the schema is at the newest migration (for readiness checks).
+    pub async fn migrations_current(&self) -> Result<bool, DbErr> {
+        Ok(Migrator::get_pending_migrations(&self.conn)
+            .await?
+            .is_empty())
+    }
+
+    /// Begins a write transaction, waiting for this writer's turn.
+    pub async fn write(&self) -> Result<WriteTxn<'_>, DbErr> {
+        match &self.sqlite_writer {
+            Some(queue) => {
+                let turn = queue.lock().await;
+                let txn = self
+                    .conn
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(WriteTxn {
+                    txn,
+                    _turn: Some(turn),
+                })
+            }
+            None => {
+                let txn = self.conn.begin().await?;
+                txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    [PG_WRITE_LOCK_KEY.into()],
+                ))
+                .await?;
+                Ok(WriteTxn { txn, _turn: None })
+            }
+        }
+    }
+}

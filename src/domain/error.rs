@@ -1,0 +1,104 @@
+//! Domain errors: what went wrong, in Blazar's words. `api::error` maps each to an HTTP status.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DomainError {
+    /// A required field is absent.
+    #[error("Missing parameter {0}")]
+    MissingParameter(String),
+    /// A field is present but its value is unusable.
+    #[error("Malformed parameter {name}: {reason}")]
+    MalformedParameter { name: String, reason: String },
+    /// A field that the server owns (id, project_id, status, ...) or does not know.
+    #[error("{0}")]
+    UnknownField(String),
+    #[error("Invalid date {name} {value:?}: {reason}")]
+    InvalidDate {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    /// A rule about the request as a whole (dates out of order, start in the past, ...).
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("Malformed requirements in {name}: {reason}")]
+    MalformedRequirements { name: String, reason: String },
+    #[error("Invalid values for min/max of hosts: {0}")]
+    InvalidRange(String),
+    #[error("The {0} resource type is not supported")]
+    UnsupportedResourceType(String),
+
+    #[error("Lease {0} not found")]
+    LeaseNotFound(String),
+    #[error("Host {0} not found")]
+    HostNotFound(String),
+    #[error("Resource property {0} not found")]
+    PropertyNotFound(String),
+
+    #[error(
+        "Not enough hosts available: reservation {reservation} asks for {min} to {max} hosts; \
+         {matching} match its filters and {free} of them are free from {start} to {end}"
+    )]
+    NotEnoughHostsAvailable {
+        reservation: usize,
+        min: i32,
+        max: i32,
+        matching: usize,
+        free: usize,
+        start: String,
+        end: String,
+    },
+    /// The operation is not allowed in the lease's current status.
+    #[error("{0}")]
+    InvalidStatus(String),
+    #[error("{0}")]
+    CantUpdateParameter(String),
+    #[error("{0}")]
+    CantDeleteHost(String),
+    #[error("Host {0} is already enrolled")]
+    HostAlreadyExists(String),
+    #[error("{0}")]
+    CapabilityInUse(String),
+
+    /// The database failed; the message is logged, never shown.
+    #[error("database error: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    /// Something that should be impossible; logged, shown as a generic 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl DomainError {
+    /// Blazar's name for this error, sent as `error_name` in the envelope.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MissingParameter(_) => "MissingParameter",
+            Self::MalformedParameter { .. } => "MalformedParameter",
+            Self::UnknownField(_) => "UnknownParameter",
+            Self::InvalidDate { .. } => "InvalidDate",
+            Self::InvalidInput(_) => "InvalidInput",
+            Self::MalformedRequirements { .. } => "MalformedRequirements",
+            Self::InvalidRange(_) => "InvalidRange",
+            Self::UnsupportedResourceType(_) => "UnsupportedResourceType",
+            Self::LeaseNotFound(_) => "LeaseNotFound",
+            Self::HostNotFound(_) => "HostNotFound",
+            Self::PropertyNotFound(_) => "ResourcePropertyNotFound",
+            Self::NotEnoughHostsAvailable { .. } => "NotEnoughHostsAvailable",
+            Self::InvalidStatus(_) => "InvalidStatus",
+            Self::CantUpdateParameter(_) => "CantUpdateParameter",
+            Self::CantDeleteHost(_) => "CantDeleteHost",
+            Self::HostAlreadyExists(_) => "HostAlreadyExists",
+            Self::CapabilityInUse(_) => "CantUpdateExtraCapability",
+            Self::Database(_) => "DatabaseError",
+            Self::Internal(_) => "InternalError",
+        }
+    }
+
+    pub fn malformed(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::MalformedParameter {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+}

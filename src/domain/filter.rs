@@ -1,0 +1,399 @@
+//! The host filter language of `hypervisor_properties` and `resource_properties`.
+//!
+//! Upstream's JSON form, a string holding JSON: `["==", "$vcpus", "2"]`,
+//! `["and", [">=", "$memory_mb", "4096"], ["==", "$gpu", "true"]]`, operators `== = != < <= > >=`.
+//! We also accept `or`, `not` and `in` (`["in", "$gpu_model", "a100", "h100"]`), numbers and
+//! booleans as values, and nesting at any level (upstream drops conditions in a nested `and`).
+//! Comparisons are numeric when both sides are numbers (upstream compares strings, so "10" < "9").
+//! A key that a host lacks makes that leaf false for that host (so `not` of it is true).
+
+use std::{borrow::Cow, cmp::Ordering, collections::BTreeSet};
+
+use serde_json::Value;
+
+use super::{DomainError, input::printable};
+
+/// Longest filter string accepted, in bytes.
+pub const MAX_FILTER_BYTES: usize = 64 * 1024;
+/// Deepest nesting of `and`/`or`/`not` accepted.
+pub const MAX_FILTER_DEPTH: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// No condition: every host matches.
+    All,
+    Cmp {
+        op: Op,
+        key: String,
+        value: String,
+    },
+    In {
+        key: String,
+        values: Vec<String>,
+    },
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+}
+
+/// What a filter reads from a host: a column or an extra capability, as text.
+pub trait Attributes {
+    fn attribute(&self, key: &str) -> Option<Cow<'_, str>>;
+}
+
+impl Filter {
+    /// Parses one filter field. `""` means no condition.
+    pub fn parse(field: &str, text: &str) -> Result<Filter, DomainError> {
+        let err = |reason: String| DomainError::MalformedRequirements {
+            name: field.to_string(),
+            reason,
+        };
+        if text.trim().is_empty() {
+            return Ok(Filter::All);
+        }
+        if text.len() > MAX_FILTER_BYTES {
+            return Err(err(format!(
+                "the filter is {} bytes long; the limit is {MAX_FILTER_BYTES}",
+                text.len()
+            )));
+        }
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            if e.to_string().contains("recursion limit") {
+                err(format!("nested deeper than {MAX_FILTER_DEPTH} levels"))
+            } else {
+                err(format!("not valid JSON ({e})"))
+            }
+        })?;
+        parse_node(&value, 0).map_err(err)
+    }
+
+    pub fn matches(&self, host: &impl Attributes) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Cmp { op, key, value } => host
+                .attribute(key)
+                .is_some_and(|actual| op.holds(compare(&actual, value))),
+            Filter::In { key, values } => host.attribute(key).is_some_and(|actual| {
+                values
+                    .iter()
+                    .any(|v| compare(&actual, v) == Ordering::Equal)
+            }),
+            Filter::And(parts) => parts.iter().all(|f| f.matches(host)),
+            Filter::Or(parts) => parts.iter().any(|f| f.matches(host)),
+            Filter::Not(inner) => !inner.matches(host),
+        }
+    }
+
+    /// The keys (without `$`) this filter reads.
+    pub fn keys(&self) -> BTreeSet<&str> {
+        let mut out = BTreeSet::new();
+        self.collect_keys(&mut out);
+        out
+    }
+
+    fn collect_keys<'a>(&'a self, out: &mut BTreeSet<&'a str>) {
+        match self {
+            Filter::All => {}
+            Filter::Cmp { key, .. } | Filter::In { key, .. } => {
+                out.insert(key.as_str());
+            }
+            Filter::And(parts) | Filter::Or(parts) => {
+                parts.iter().for_each(|p| p.collect_keys(out));
+            }
+            Filter::Not(inner) => inner.collect_keys(out),
+        }
+    }
+
+    /// Both filters must hold (how upstream combines the two filter fields).
+    pub fn and(self, other: Filter) -> Filter {
+        match (self, other) {
+            (Filter::All, f) | (f, Filter::All) => f,
+            (a, b) => Filter::And(vec![a, b]),
+        }
+    }
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "==" | "=" => Op::Eq,
+            "!=" => Op::Ne,
+            "<" => Op::Lt,
+            "<=" => Op::Le,
+            ">" => Op::Gt,
+            ">=" => Op::Ge,
+            _ => return None,
+        })
+    }
+
+    fn holds(self, ord: Ordering) -> bool {
+        match self {
+            Op::Eq => ord == Ordering::Equal,
+            Op::Ne => ord != Ordering::Equal,
+            Op::Lt => ord == Ordering::Less,
+            Op::Le => ord != Ordering::Greater,
+            Op::Gt => ord == Ordering::Greater,
+            Op::Ge => ord != Ordering::Less,
+        }
+    }
+}
+
+/// Numbers compare as numbers, anything else as text.
+fn compare(actual: &str, wanted: &str) -> Ordering {
+    match (as_number(actual), as_number(wanted)) {
+        (Some(a), Some(b)) => a.total_cmp(&b),
+        _ => actual.cmp(wanted),
+    }
+}
+
+fn as_number(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let body = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let mut parts = body.splitn(2, '.');
+    let int = parts.next().unwrap_or("");
+    let frac = parts.next();
+    let digits_ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let ok = match frac {
+        None => digits_ok(int),
+        Some(f) => digits_ok(int) && digits_ok(f),
+    };
+    if ok {
+        t.parse().ok().filter(|v: &f64| v.is_finite())
+    } else {
+        None
+    }
+}
+
+fn parse_node(v: &Value, depth: usize) -> Result<Filter, String> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(format!("nested deeper than {MAX_FILTER_DEPTH} levels"));
+    }
+    let items = v.as_array().ok_or_else(|| {
+        format!(
+            "expected a list such as [\"==\", \"$key\", \"value\"], found {}",
+            super::input::json_kind(v)
+        )
+    })?;
+    let Some(head) = items.first() else {
+        return Ok(Filter::All);
+    };
+    let head = head
+        .as_str()
+        .ok_or_else(|| "the first element of a condition must be an operator string".to_string())?;
+    let rest = &items[1..];
+    match head {
+        "and" | "or" => {
+            if rest.is_empty() {
+                return Err(format!("\"{head}\" needs at least one condition"));
+            }
+            let parts = rest
+                .iter()
+                .map(|c| parse_node(c, depth + 1))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(if head == "and" {
+                Filter::And(parts)
+            } else {
+                Filter::Or(parts)
+            })
+        }
+        "not" => {
+            if rest.len() != 1 {
+                return Err("\"not\" takes exactly one condition".into());
+            }
+            Ok(Filter::Not(Box::new(parse_node(&rest[0], depth + 1)?)))
+        }
+        "in" => {
+            let key = parse_key(rest.first())?;
+            let values: Vec<String> = match &rest[1..] {
+                [Value::Array(list)] => list.iter().map(parse_value).collect::<Result<_, _>>()?,
+                more => more.iter().map(parse_value).collect::<Result<_, _>>()?,
+            };
+            if values.is_empty() {
+                return Err("\"in\" needs at least one value".into());
+            }
+            Ok(Filter::In { key, values })
+        }
+        op => {
+            let op = Op::parse(op).ok_or_else(|| {
+                format!(
+                    "unknown operator {}; use one of == = != < <= > >= in and or not",
+                    printable(op, 20)
+                )
+            })?;
+            if rest.len() != 2 {
+                return Err(format!(
+                    "a comparison has three elements [operator, \"$key\", value], found {}",
+                    items.len()
+                ));
+            }
+            Ok(Filter::Cmp {
+                op,
+                key: parse_key(rest.first())?,
+                value: parse_value(&rest[1])?,
+            })
+        }
+    }
+}
+
+fn parse_key(v: Option<&Value>) -> Result<String, String> {
+    match v {
+        Some(Value::String(s)) if s.len() > 1 && s.starts_with('$') => Ok(s[1..].to_string()),
+        Some(Value::String(s)) => Err(format!(
+            "a key must start with '$' followed by a name, found {}",
+            printable(s, 40)
+        )),
+        _ => Err("a condition needs a key string such as \"$vcpus\"".into()),
+    }
+}
+
+fn parse_value(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!(
+            "a value must be a string, number or boolean, found {}",
+            super::input::json_kind(other)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    struct H(HashMap<&'static str, &'static str>);
+    impl Attributes for H {
+        fn attribute(&self, key: &str) -> Option<Cow<'_, str>> {
+            self.0.get(key).map(|v| Cow::Borrowed(*v))
+        }
+    }
+    fn host(pairs: &[(&'static str, &'static str)]) -> H {
+        H(pairs.iter().copied().collect())
+    }
+    fn f(s: &str) -> Filter {
+        Filter::parse("resource_properties", s).unwrap()
+    }
+
+    #[test]
+    fn upstream_forms() {
+        let h = host(&[
+            ("vcpus", "4"),
+            ("hypervisor_hostname", "compute-1"),
+            ("gpu", "true"),
+        ]);
+        assert!(f("").matches(&h));
+        assert!(f("[]").matches(&h));
+        assert!(f(r#"["==", "$hypervisor_hostname", "compute-1"]"#).matches(&h));
+        assert!(f(r#"["=", "$vcpus", "4"]"#).matches(&h));
+        assert!(!f(r#"["!=", "$vcpus", "4"]"#).matches(&h));
+        assert!(f(r#"["and", [">=", "$vcpus", "2"], ["==", "$gpu", "true"]]"#).matches(&h));
+        assert!(!f(r#"["and", [">=", "$vcpus", "8"], ["==", "$gpu", "true"]]"#).matches(&h));
+    }
+
+    #[test]
+    fn numbers_compare_as_numbers() {
+        let h = host(&[("memory_mb", "10")]);
+        assert!(f(r#"[">", "$memory_mb", "9"]"#).matches(&h));
+        assert!(f(r#"["<", "$memory_mb", 100]"#).matches(&h));
+        assert!(f(r#"["==", "$memory_mb", "10.0"]"#).matches(&h));
+        let h = host(&[("model", "b10")]);
+        assert!(
+            f(r#"["<", "$model", "b9"]"#).matches(&h),
+            "text compares as text"
+        );
+    }
+
+    #[test]
+    fn nested_and_or_not_in() {
+        let h = host(&[("a", "1"), ("b", "2")]);
+        assert!(
+            !f(r#"["and", ["==", "$a", "1"], ["and", ["==", "$b", "2"], ["==", "$a", "9"]]]"#)
+                .matches(&h),
+            "a nested and keeps all its conditions"
+        );
+        assert!(f(r#"["or", ["==", "$a", "9"], ["==", "$b", "2"]]"#).matches(&h));
+        assert!(f(r#"["not", ["==", "$a", "9"]]"#).matches(&h));
+        assert!(f(r#"["in", "$b", "1", "2"]"#).matches(&h));
+        assert!(f(r#"["in", "$b", ["3", 2]]"#).matches(&h));
+        assert!(!f(r#"["in", "$b", "3"]"#).matches(&h));
+    }
+
+    #[test]
+    fn missing_keys_never_match_a_leaf() {
+        let h = host(&[("a", "1")]);
+        assert!(!f(r#"["==", "$gpu", "true"]"#).matches(&h));
+        assert!(!f(r#"["!=", "$gpu", "true"]"#).matches(&h));
+        assert!(f(r#"["not", ["==", "$gpu", "true"]]"#).matches(&h));
+    }
+
+    #[test]
+    fn keys_are_collected() {
+        let filter = f(r#"["and", ["==", "$a", "1"], ["not", ["in", "$b", "x"]]]"#);
+        assert_eq!(
+            filter.keys().into_iter().collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
+    }
+
+    #[test]
+    fn malformed_filters_say_what_is_wrong() {
+        for (text, needle) in [
+            ("{", "not valid JSON"),
+            ("\"x\"", "expected a list"),
+            (r#"["~", "$a", "1"]"#, "unknown operator"),
+            (r#"["==", "a", "1"]"#, "must start with '$'"),
+            (r#"["==", "$", "1"]"#, "must start with '$'"),
+            (r#"["==", "$a"]"#, "three elements"),
+            (r#"["==", "$a", null]"#, "must be a string"),
+            (r#"["and"]"#, "at least one"),
+            (
+                r#"["not", ["==", "$a", "1"], ["==", "$a", "1"]]"#,
+                "exactly one",
+            ),
+            (r#"["in", "$a"]"#, "at least one value"),
+            (r#"[1, 2, 3]"#, "operator string"),
+        ] {
+            let err = Filter::parse("hypervisor_properties", text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+            assert!(err.contains("hypervisor_properties"), "{err}");
+        }
+    }
+
+    #[test]
+    fn depth_and_size_are_limited() {
+        let deep = format!(
+            "{}[\"==\", \"$a\", \"1\"]{}",
+            "[\"not\", ".repeat(40),
+            "]".repeat(40)
+        );
+        let err = Filter::parse("resource_properties", &deep)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested deeper"), "{err}");
+        let very_deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        let err = Filter::parse("resource_properties", &very_deep)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nested deeper"), "{err}");
+        let long = format!("[\"==\", \"$a\", \"{}\"]", "x".repeat(MAX_FILTER_BYTES));
+        let err = Filter::parse("resource_properties", &long)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limit"), "{err}");
+    }
+}

@@ -1,0 +1,296 @@
+//! Host rules: which body keys are hardware facts, which are extra capabilities, and their limits.
+//!
+//! With no Nova here, a host's hardware facts (vcpus, memory_mb, ...) come from the create body;
+//! every other key is an extra capability, stored and shown as a string.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{
+    DomainError,
+    input::{self, Object},
+};
+
+pub const MAX_HOSTNAME_CHARS: usize = 255;
+pub const MAX_CAPABILITY_KEY_CHARS: usize = 64;
+pub const MAX_CAPABILITY_VALUE_CHARS: usize = 255;
+pub const MAX_CAPABILITIES: usize = 256;
+const MAX_CPU_INFO_CHARS: usize = 16 * 1024;
+const MAX_FACT_TEXT_CHARS: usize = 255;
+
+/// Integer hardware facts.
+pub const INT_FACTS: &[&str] = &["vcpus", "memory_mb", "local_gb", "hypervisor_version"];
+/// Text hardware facts.
+pub const TEXT_FACTS: &[&str] = &[
+    "hypervisor_type",
+    "cpu_info",
+    "service_name",
+    "availability_zone",
+];
+/// Keys that describe the host record itself and can never be set through the API.
+pub const SERVER_OWNED: &[&str] = &[
+    "id",
+    "hypervisor_hostname",
+    "status",
+    "reservable",
+    "trust_id",
+    "created_at",
+    "updated_at",
+];
+
+/// Hardware facts given in a body; `None` means "not given".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FactsInput {
+    pub vcpus: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub local_gb: Option<i64>,
+    pub hypervisor_version: Option<i64>,
+    pub hypervisor_type: Option<String>,
+    pub cpu_info: Option<String>,
+    pub service_name: Option<String>,
+    pub availability_zone: Option<String>,
+}
+
+impl FactsInput {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRequest {
+    pub name: String,
+    pub facts: FactsInput,
+    pub capabilities: BTreeMap<String, String>,
+}
+
+/// A host update: facts to set, capabilities to set (`Some`) or remove (`None`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HostChanges {
+    pub facts: FactsInput,
+    pub capabilities: BTreeMap<String, Option<String>>,
+}
+
+pub fn parse_create(body: &Object) -> Result<HostRequest, DomainError> {
+    let name = input::opt_str(body, "name")?
+        .ok_or_else(|| DomainError::MissingParameter("name".into()))?;
+    input::check_text("name", name, 1, MAX_HOSTNAME_CHARS)?;
+    let mut facts = FactsInput::default();
+    let mut capabilities = BTreeMap::new();
+    for (key, value) in body {
+        if key == "name" {
+            continue;
+        }
+        if take_fact(&mut facts, key, value)? {
+            continue;
+        }
+        check_key(key, "host")?;
+        let v = capability_value(key, value)?.ok_or_else(|| {
+            DomainError::malformed(key.clone(), "must be a string, number or boolean, not null")
+        })?;
+        capabilities.insert(key.clone(), v);
+    }
+    check_count(capabilities.len())?;
+    Ok(HostRequest {
+        name: name.to_string(),
+        facts,
+        capabilities,
+    })
+}
+
+/// Parses an update body: the seed's `{"values": {...}}` or the flat `{"k": "v"}` the CLI sends.
+/// A null value removes the capability.
+pub fn parse_update(body: &Object) -> Result<HostChanges, DomainError> {
+    let flat = match body.get("values") {
+        Some(Value::Object(values)) if body.len() == 1 => values,
+        _ => body,
+    };
+    let mut changes = HostChanges::default();
+    for (key, value) in flat {
+        if key == "name" {
+            return Err(DomainError::UnknownField(
+                "'name' (the hypervisor hostname) cannot be changed; enrol the host again instead"
+                    .into(),
+            ));
+        }
+        if take_fact(&mut changes.facts, key, value)? {
+            continue;
+        }
+        check_key(key, "host update")?;
+        changes
+            .capabilities
+            .insert(key.clone(), capability_value(key, value)?);
+    }
+    if changes.facts.is_empty() && changes.capabilities.is_empty() {
+        return Err(DomainError::InvalidInput(
+            "No data to update: give capabilities as {\"key\": \"value\"} or {\"values\": {...}}"
+                .into(),
+        ));
+    }
+    check_count(changes.capabilities.len())?;
+    Ok(changes)
+}
+
+/// Stores `key` in `facts` when it names a fact; returns whether it did.
+fn take_fact(facts: &mut FactsInput, key: &str, value: &Value) -> Result<bool, DomainError> {
+    if INT_FACTS.contains(&key) {
+        let n = input::int_value(key, value)?;
+        if !(0..=(1i64 << 53)).contains(&n) {
+            return Err(DomainError::malformed(key, "must be between 0 and 2^53"));
+        }
+        let slot = match key {
+            "vcpus" => &mut facts.vcpus,
+            "memory_mb" => &mut facts.memory_mb,
+            "local_gb" => &mut facts.local_gb,
+            _ => &mut facts.hypervisor_version,
+        };
+        *slot = Some(n);
+        return Ok(true);
+    }
+    if TEXT_FACTS.contains(&key) {
+        let Value::String(s) = value else {
+            return Err(DomainError::malformed(
+                key,
+                format!("must be a string, not {}", input::json_kind(value)),
+            ));
+        };
+        let max = if key == "cpu_info" {
+            MAX_CPU_INFO_CHARS
+        } else {
+            MAX_FACT_TEXT_CHARS
+        };
+        input::check_text(key, s, 0, max)?;
+        let slot = match key {
+            "hypervisor_type" => &mut facts.hypervisor_type,
+            "cpu_info" => &mut facts.cpu_info,
+            "service_name" => &mut facts.service_name,
+            _ => &mut facts.availability_zone,
+        };
+        *slot = Some(s.clone());
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn check_key(key: &str, what: &str) -> Result<(), DomainError> {
+    if SERVER_OWNED.contains(&key) {
+        return Err(DomainError::UnknownField(format!(
+            "'{key}' is set by the server and cannot be given in a {what}"
+        )));
+    }
+    if key.chars().count() > MAX_CAPABILITY_KEY_CHARS {
+        return Err(DomainError::malformed(
+            input::printable(key, 40),
+            format!(
+                "Extra capability key too long (at most {MAX_CAPABILITY_KEY_CHARS} characters)"
+            ),
+        ));
+    }
+    input::check_text("capability name", key, 1, MAX_CAPABILITY_KEY_CHARS)
+}
+
+fn capability_value(key: &str, value: &Value) -> Result<Option<String>, DomainError> {
+    let v = match value {
+        Value::Null => return Ok(None),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => {
+            return Err(DomainError::malformed(
+                input::printable(key, 40),
+                format!(
+                    "a capability value must be a string, number or boolean, not {}",
+                    input::json_kind(other)
+                ),
+            ));
+        }
+    };
+    input::check_text(
+        &input::printable(key, 40),
+        &v,
+        0,
+        MAX_CAPABILITY_VALUE_CHARS,
+    )?;
+    Ok(Some(v))
+}
+
+fn check_count(n: usize) -> Result<(), DomainError> {
+    if n > MAX_CAPABILITIES {
+        return Err(DomainError::InvalidInput(format!(
+            "a host may have at most {MAX_CAPABILITIES} extra capabilities (got {n})"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn obj(v: Value) -> Object {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn create_splits_facts_from_capabilities() {
+        let r = parse_create(&obj(json!({
+            "name": "compute-1", "vcpus": "8", "memory_mb": 4096, "gpu": "true", "rack": 4
+        })))
+        .unwrap();
+        assert_eq!(r.name, "compute-1");
+        assert_eq!(r.facts.vcpus, Some(8));
+        assert_eq!(r.facts.memory_mb, Some(4096));
+        assert_eq!(r.capabilities["gpu"], "true");
+        assert_eq!(r.capabilities["rack"], "4");
+    }
+
+    #[test]
+    fn create_errors() {
+        for (body, needle) in [
+            (json!({}), "Missing parameter name"),
+            (json!({"name": ""}), "name: must not be empty"),
+            (json!({"name": "h", "id": "3"}), "'id' is set by the server"),
+            (
+                json!({"name": "h", "reservable": false}),
+                "'reservable' is set by the server",
+            ),
+            (
+                json!({"name": "h", "vcpus": -1}),
+                "vcpus: must be between 0",
+            ),
+            (
+                json!({"name": "h", "vcpus": "many"}),
+                "vcpus: must be an integer",
+            ),
+            (json!({"name": "h", "gpu": null}), "not null"),
+            (json!({"name": "h", "gpu": {"a": 1}}), "not an object"),
+            (json!({"name": "h", "gpu": "a\nb"}), "control characters"),
+        ] {
+            let e = parse_create(&obj(body.clone())).unwrap_err().to_string();
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+        let long_key = "k".repeat(65);
+        let e = parse_create(&obj(json!({"name": "h", long_key: "v"}))).unwrap_err();
+        assert!(e.to_string().contains("too long"), "{e}");
+    }
+
+    #[test]
+    fn update_accepts_both_forms_and_null_removes() {
+        let seed = parse_update(&obj(json!({"values": {"banana": "false"}}))).unwrap();
+        assert_eq!(seed.capabilities["banana"], Some("false".into()));
+        let flat = parse_update(&obj(json!({"banana": "false", "gpu": null}))).unwrap();
+        assert_eq!(flat.capabilities["banana"], Some("false".into()));
+        assert_eq!(flat.capabilities["gpu"], None);
+        let facts = parse_update(&obj(json!({"vcpus": 16}))).unwrap();
+        assert_eq!(facts.facts.vcpus, Some(16));
+        let e = parse_update(&obj(json!({}))).unwrap_err();
+        assert!(e.to_string().contains("No data to update"));
+        let e = parse_update(&obj(json!({"values": {}}))).unwrap_err();
+        assert!(e.to_string().contains("No data to update"));
+        let e = parse_update(&obj(json!({"name": "x"}))).unwrap_err();
+        assert!(e.to_string().contains("cannot be changed"));
+    }
+}

@@ -1,0 +1,958 @@
+//! Lease rules: what a create or update body may say, the date rules, events and statuses.
+
+use chrono::{NaiveDateTime, TimeDelta};
+use serde_json::Value;
+
+use super::{
+    DomainError,
+    dates::{self, Now},
+    filter::Filter,
+    input::{self, Object},
+};
+
+/// The only resource type this server reserves.
+pub const PHYSICAL_HOST: &str = "physical:host";
+/// What a reservation's `before_end` may say.
+pub const BEFORE_END_ACTIONS: &[&str] = &["", "default", "snapshot"];
+/// What `before_end: "default"` may be configured to mean.
+pub const BEFORE_END_CONFIG_ACTIONS: &[&str] = &["", "snapshot"];
+pub const MAX_NAME_CHARS: usize = 80;
+
+const LEASE_FIELDS: &[&str] = &[
+    "name",
+    "start_date",
+    "end_date",
+    "before_end_date",
+    "reservations",
+    "events",
+];
+const LEASE_SERVER_OWNED: &[&str] = &[
+    "id",
+    "project_id",
+    "user_id",
+    "trust_id",
+    "status",
+    "action",
+    "status_reason",
+    "degraded",
+    "created_at",
+    "updated_at",
+];
+const RESERVATION_FIELDS: &[&str] = &[
+    "resource_type",
+    "min",
+    "max",
+    "hypervisor_properties",
+    "resource_properties",
+    "before_end",
+];
+const RESERVATION_UPDATE_FIELDS: &[&str] = &[
+    "id",
+    "resource_type",
+    "min",
+    "max",
+    "hypervisor_properties",
+    "resource_properties",
+    "before_end",
+];
+const RESERVATION_SERVER_OWNED: &[&str] = &[
+    "id",
+    "lease_id",
+    "resource_id",
+    "status",
+    "missing_resources",
+    "resources_changed",
+    "created_at",
+    "updated_at",
+];
+
+macro_rules! str_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+str_enum!(
+    /// Lease statuses, as upstream's `blazar/status.py`.
+    LeaseStatus {
+        Creating = "CREATING",
+        Pending = "PENDING",
+        Starting = "STARTING",
+        Active = "ACTIVE",
+        Updating = "UPDATING",
+        Terminating = "TERMINATING",
+        Terminated = "TERMINATED",
+        Deleting = "DELETING",
+        Error = "ERROR",
+    }
+);
+
+impl LeaseStatus {
+    /// Transitional statuses: an operation or event is running on the lease.
+    pub fn is_transitional(self) -> bool {
+        matches!(
+            self,
+            Self::Creating | Self::Starting | Self::Updating | Self::Terminating | Self::Deleting
+        )
+    }
+}
+
+str_enum!(
+    /// Reservation statuses (lowercase upstream).
+    ReservationStatus {
+        Pending = "pending",
+        Active = "active",
+        Deleted = "deleted",
+        Error = "error",
+    }
+);
+
+str_enum!(
+    EventStatus {
+        Undone = "UNDONE",
+        InProgress = "IN_PROGRESS",
+        Done = "DONE",
+        Error = "ERROR",
+    }
+);
+
+str_enum!(
+    EventType {
+        StartLease = "start_lease",
+        BeforeEndLease = "before_end_lease",
+        EndLease = "end_lease",
+    }
+);
+
+/// Limits on a lease body that come from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_reservations: usize,
+}
+
+/// A validated `physical:host` reservation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReservationRequest {
+    pub min: i32,
+    pub max: i32,
+    pub hypervisor_properties: String,
+    pub resource_properties: String,
+    pub before_end: String,
+    /// Both filter fields, combined with AND.
+    pub filter: Filter,
+}
+
+/// A validated lease create request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRequest {
+    pub name: String,
+    pub start: NaiveDateTime,
+    pub end: NaiveDateTime,
+    pub before_end_date: Option<NaiveDateTime>,
+    pub reservations: Vec<ReservationRequest>,
+}
+
+/// Parses and validates a create body against `now`.
+pub fn parse_create(
+    body: &Object,
+    now: NaiveDateTime,
+    limits: Limits,
+) -> Result<LeaseRequest, DomainError> {
+    input::reject_unknown(body, LEASE_FIELDS, LEASE_SERVER_OWNED, "lease")?;
+    check_no_events(body)?;
+    let name = parse_name(body.get("name"))?;
+    let start_text = input::req_str(body, "start_date")?;
+    let end_text = input::req_str(body, "end_date")?;
+    let start = dates::parse_input("start_date", start_text, now, Now::Allowed)?;
+    let end = dates::parse_input("end_date", end_text, now, Now::Allowed)?;
+    if start < dates::truncate_to_minute(now) {
+        return Err(DomainError::InvalidInput(format!(
+            "Start date must be later than current date: start_date {} is before {}",
+            dates::format_lease_date(start),
+            dates::format_lease_date(dates::truncate_to_minute(now)),
+        )));
+    }
+    check_end_after_start(start, end)?;
+
+    let reservations = match body.get("reservations") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            if items.len() > limits.max_reservations {
+                return Err(DomainError::malformed(
+                    "reservations",
+                    format!(
+                        "a lease may hold at most {} reservations (got {})",
+                        limits.max_reservations,
+                        items.len()
+                    ),
+                ));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, r)| parse_reservation(i, r))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Some(other) => {
+            return Err(DomainError::malformed(
+                "reservations",
+                format!("must be a list, not {}", input::json_kind(other)),
+            ));
+        }
+    };
+
+    let before_end_date = parse_before_end_date(body, now)?;
+    if let Some(bed) = before_end_date {
+        check_before_end_within(bed, start, end)?;
+    }
+    Ok(LeaseRequest {
+        name,
+        start,
+        end,
+        before_end_date,
+        reservations,
+    })
+}
+
+fn parse_name(value: Option<&Value>) -> Result<String, DomainError> {
+    match value {
+        None | Some(Value::Null) => Err(DomainError::MissingParameter("name".into())),
+        Some(Value::String(s)) => {
+            input::check_text("name", s, 1, MAX_NAME_CHARS)?;
+            Ok(s.clone())
+        }
+        Some(other) => Err(DomainError::malformed(
+            "name",
+            format!("must be a string, not {}", input::json_kind(other)),
+        )),
+    }
+}
+
+/// Events are created by the server; the client may send only an empty list (as the CLI does).
+fn check_no_events(body: &Object) -> Result<(), DomainError> {
+    match body.get("events") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(a)) if a.is_empty() => Ok(()),
+        Some(_) => Err(DomainError::UnknownField(
+            "events are created by the server (start_lease, before_end_lease, end_lease); \
+             send an empty list or leave the field out"
+                .into(),
+        )),
+    }
+}
+
+fn parse_before_end_date(
+    body: &Object,
+    now: NaiveDateTime,
+) -> Result<Option<NaiveDateTime>, DomainError> {
+    match input::opt_str(body, "before_end_date")? {
+        None | Some("") => Ok(None),
+        Some(text) => dates::parse_input("before_end_date", text, now, Now::Forbidden).map(Some),
+    }
+}
+
+fn check_end_after_start(start: NaiveDateTime, end: NaiveDateTime) -> Result<(), DomainError> {
+    if end <= start {
+        return Err(DomainError::InvalidInput(format!(
+            "End date must be later than start date: end_date {} is not after start_date {}",
+            dates::format_lease_date(end),
+            dates::format_lease_date(start)
+        )));
+    }
+    Ok(())
+}
+
+fn check_before_end_within(
+    bed: NaiveDateTime,
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+) -> Result<(), DomainError> {
+    if bed <= start || bed >= end {
+        return Err(DomainError::InvalidInput(format!(
+            "before_end_date {} must be strictly between the lease's start {} and end {}",
+            dates::format_lease_date(bed),
+            dates::format_lease_date(start),
+            dates::format_lease_date(end)
+        )));
+    }
+    Ok(())
+}
+
+fn field(index: usize, name: &str) -> String {
+    format!("reservations[{index}].{name}")
+}
+
+fn parse_reservation(index: usize, value: &Value) -> Result<ReservationRequest, DomainError> {
+    let obj = value.as_object().ok_or_else(|| {
+        DomainError::malformed(
+            format!("reservations[{index}]"),
+            format!("must be an object, not {}", input::json_kind(value)),
+        )
+    })?;
+    input::reject_unknown(
+        obj,
+        RESERVATION_FIELDS,
+        RESERVATION_SERVER_OWNED,
+        "reservation",
+    )?;
+    let resource_type = input::opt_str(obj, "resource_type")
+        .map_err(|_| DomainError::malformed(field(index, "resource_type"), "must be a string"))?
+        .ok_or_else(|| DomainError::MissingParameter(field(index, "resource_type")))?;
+    check_resource_type(resource_type)?;
+    let min = count(obj, index, "min")?
+        .ok_or_else(|| DomainError::MissingParameter(field(index, "min")))?;
+    let max = count(obj, index, "max")?
+        .ok_or_else(|| DomainError::MissingParameter(field(index, "max")))?;
+    check_range(min, max)?;
+    let hypervisor_properties =
+        filter_text(obj, index, "hypervisor_properties")?.unwrap_or_default();
+    let resource_properties = filter_text(obj, index, "resource_properties")?.unwrap_or_default();
+    let before_end = before_end(obj, index)?.unwrap_or_else(|| "default".into());
+    let filter = parse_filters(index, &hypervisor_properties, &resource_properties)?;
+    Ok(ReservationRequest {
+        min,
+        max,
+        hypervisor_properties,
+        resource_properties,
+        before_end,
+        filter,
+    })
+}
+
+pub fn check_resource_type(resource_type: &str) -> Result<(), DomainError> {
+    if resource_type != PHYSICAL_HOST {
+        return Err(DomainError::UnsupportedResourceType(
+            input::printable(resource_type, 40)
+                .trim_matches('\'')
+                .to_string()
+                + &format!(" (supported: {PHYSICAL_HOST})"),
+        ));
+    }
+    Ok(())
+}
+
+/// `min`/`max`: a positive integer, as a JSON integer or a string holding one.
+fn count(obj: &Object, index: usize, name: &str) -> Result<Option<i32>, DomainError> {
+    let Some(v) = obj.get(name).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let name = field(index, name);
+    let n = input::int_value(&name, v)?;
+    if !(1..=i64::from(i32::MAX)).contains(&n) {
+        return Err(DomainError::malformed(
+            name,
+            format!("must be between 1 and {} (got {n})", i32::MAX),
+        ));
+    }
+    Ok(Some(n as i32))
+}
+
+pub fn check_range(min: i32, max: i32) -> Result<(), DomainError> {
+    if min > max {
+        return Err(DomainError::InvalidRange(format!(
+            "max ({max}) must be equal to or larger than min ({min})"
+        )));
+    }
+    Ok(())
+}
+
+fn filter_text(obj: &Object, index: usize, name: &str) -> Result<Option<String>, DomainError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        // Some clients send the filter as JSON rather than as a string holding JSON.
+        Some(v @ Value::Array(_)) => Ok(Some(v.to_string())),
+        Some(other) => Err(DomainError::malformed(
+            field(index, name),
+            format!(
+                "must be a string holding a JSON filter, not {}",
+                input::json_kind(other)
+            ),
+        )),
+    }
+}
+
+fn before_end(obj: &Object, index: usize) -> Result<Option<String>, DomainError> {
+    match obj.get("before_end") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if BEFORE_END_ACTIONS.contains(&s.as_str()) => Ok(Some(s.clone())),
+        Some(other) => Err(DomainError::malformed(
+            field(index, "before_end"),
+            format!(
+                "must be one of \"\", \"default\", \"snapshot\", not {}",
+                match other {
+                    Value::String(s) => input::printable(s, 40),
+                    v => input::json_kind(v).to_string(),
+                }
+            ),
+        )),
+    }
+}
+
+pub fn parse_filters(
+    index: usize,
+    hypervisor_properties: &str,
+    resource_properties: &str,
+) -> Result<Filter, DomainError> {
+    let h = Filter::parse(
+        &field(index, "hypervisor_properties"),
+        hypervisor_properties,
+    )?;
+    let r = Filter::parse(&field(index, "resource_properties"), resource_properties)?;
+    Ok(h.and(r))
+}
+
+/// One reservation's part of an update body: what to change, by reservation id.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReservationChange {
+    pub id: String,
+    pub min: Option<i32>,
+    pub max: Option<i32>,
+    pub hypervisor_properties: Option<String>,
+    pub resource_properties: Option<String>,
+    pub before_end: Option<String>,
+    /// Checked against the stored value; it cannot change.
+    pub resource_type: Option<String>,
+}
+
+impl ReservationChange {
+    /// Whether this change can alter which hosts the reservation needs.
+    pub fn touches_hosts(&self) -> bool {
+        self.min.is_some()
+            || self.max.is_some()
+            || self.hypervisor_properties.is_some()
+            || self.resource_properties.is_some()
+    }
+}
+
+/// A validated (shape only) update body.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LeaseChanges {
+    pub name: Option<String>,
+    pub start: Option<NaiveDateTime>,
+    pub end: Option<NaiveDateTime>,
+    pub before_end_date: Option<NaiveDateTime>,
+    pub reservations: Vec<ReservationChange>,
+}
+
+impl LeaseChanges {
+    /// Whether the update asks for anything besides a new name.
+    pub fn beyond_name(&self) -> bool {
+        self.start.is_some()
+            || self.end.is_some()
+            || self.before_end_date.is_some()
+            || !self.reservations.is_empty()
+    }
+}
+
+/// Parses an update body. Rules that depend on the stored lease are in [`plan_dates`].
+pub fn parse_update(body: &Object, now: NaiveDateTime) -> Result<LeaseChanges, DomainError> {
+    input::reject_unknown(body, LEASE_FIELDS, LEASE_SERVER_OWNED, "lease update")?;
+    check_no_events(body)?;
+    let name = match body.get("name") {
+        None => None,
+        v => Some(parse_name(v)?),
+    };
+    let date = |name: &str| -> Result<Option<NaiveDateTime>, DomainError> {
+        input::opt_str(body, name)?
+            .map(|t| dates::parse_input(name, t, now, Now::Allowed))
+            .transpose()
+    };
+    let start = date("start_date")?;
+    let end = date("end_date")?;
+    let before_end_date = parse_before_end_date(body, now)?;
+    let reservations = match body.get("reservations") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, r)| parse_reservation_change(i, r))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => {
+            return Err(DomainError::malformed(
+                "reservations",
+                format!("must be a list, not {}", input::json_kind(other)),
+            ));
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for r in &reservations {
+        if !seen.insert(r.id.as_str()) {
+            return Err(DomainError::InvalidInput(format!(
+                "reservation {} appears twice in the update",
+                input::printable(&r.id, 40)
+            )));
+        }
+    }
+    Ok(LeaseChanges {
+        name,
+        start,
+        end,
+        before_end_date,
+        reservations,
+    })
+}
+
+fn parse_reservation_change(index: usize, value: &Value) -> Result<ReservationChange, DomainError> {
+    let obj = value.as_object().ok_or_else(|| {
+        DomainError::malformed(
+            format!("reservations[{index}]"),
+            format!("must be an object, not {}", input::json_kind(value)),
+        )
+    })?;
+    let server_owned: Vec<&str> = RESERVATION_SERVER_OWNED
+        .iter()
+        .copied()
+        .filter(|k| *k != "id")
+        .collect();
+    input::reject_unknown(
+        obj,
+        RESERVATION_UPDATE_FIELDS,
+        &server_owned,
+        "reservation update",
+    )?;
+    let id = input::opt_str(obj, "id")?
+        .ok_or_else(|| DomainError::MissingParameter(format!("reservations[{index}].id")))?
+        .to_string();
+    let change = ReservationChange {
+        id,
+        min: count(obj, index, "min")?,
+        max: count(obj, index, "max")?,
+        hypervisor_properties: filter_text(obj, index, "hypervisor_properties")?,
+        resource_properties: filter_text(obj, index, "resource_properties")?,
+        before_end: before_end(obj, index)?,
+        resource_type: input::opt_str(obj, "resource_type")?.map(str::to_string),
+    };
+    // Check the filter syntax now; the combination with stored values is checked by the service.
+    parse_filters(
+        index,
+        change.hypervisor_properties.as_deref().unwrap_or(""),
+        change.resource_properties.as_deref().unwrap_or(""),
+    )?;
+    Ok(change)
+}
+
+/// The stored dates and status an update is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentLease {
+    pub start: NaiveDateTime,
+    pub end: NaiveDateTime,
+    pub status: LeaseStatus,
+}
+
+/// Checks that the lease's status allows this update at all.
+pub fn check_updatable(
+    lease_id: &str,
+    current: &CurrentLease,
+    changes: &LeaseChanges,
+    now: NaiveDateTime,
+) -> Result<(), DomainError> {
+    if current.status.is_transitional() {
+        return Err(DomainError::InvalidStatus(format!(
+            "Lease {lease_id} is {}; retry when that operation has finished",
+            current.status.as_str()
+        )));
+    }
+    if changes.beyond_name() && (current.status == LeaseStatus::Terminated || current.end < now) {
+        return Err(DomainError::InvalidInput(
+            "Terminated leases can only be renamed".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The lease's new window after an update, with upstream's date rules (and `end > start` always).
+pub fn plan_dates(
+    current: &CurrentLease,
+    changes: &LeaseChanges,
+    now: NaiveDateTime,
+) -> Result<(NaiveDateTime, NaiveDateTime), DomainError> {
+    let started = current.start <= now || current.status != LeaseStatus::Pending;
+    let start = match changes.start {
+        Some(s) if s != current.start => {
+            if started {
+                return Err(DomainError::InvalidInput(
+                    "Cannot modify the start date of already started leases".into(),
+                ));
+            }
+            if s < dates::truncate_to_minute(now) {
+                return Err(DomainError::InvalidInput(format!(
+                    "Start date must be later than current date: start_date {} is in the past",
+                    dates::format_lease_date(s)
+                )));
+            }
+            s
+        }
+        _ => current.start,
+    };
+    let end = changes.end.unwrap_or(current.end);
+    check_end_after_start(start, end)?;
+    if changes.end.is_some() && end < dates::truncate_to_minute(now) {
+        return Err(DomainError::InvalidInput(format!(
+            "End date must be later than current date: end_date {} is in the past",
+            dates::format_lease_date(end)
+        )));
+    }
+    if let Some(bed) = changes.before_end_date {
+        check_before_end_within(bed, start, end)?;
+    }
+    Ok((start, end))
+}
+
+/// When `before_end_lease` fires for a new lease: the requested date, else `minutes` before the
+/// end (not before the start), else never when `minutes` is 0.
+pub fn before_end_time(
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    requested: Option<NaiveDateTime>,
+    minutes: i64,
+) -> Option<NaiveDateTime> {
+    if let Some(t) = requested {
+        return Some(t);
+    }
+    if minutes <= 0 {
+        return None;
+    }
+    Some((end - TimeDelta::minutes(minutes)).max(start))
+}
+
+/// Where an existing `before_end_lease` moves when the lease's window changes: the requested date,
+/// else the same distance before the new end as before the old one, not before the new start.
+pub fn moved_before_end_time(
+    old_time: NaiveDateTime,
+    old_end: NaiveDateTime,
+    new_start: NaiveDateTime,
+    new_end: NaiveDateTime,
+    requested: Option<NaiveDateTime>,
+) -> NaiveDateTime {
+    requested.unwrap_or_else(|| (new_end - (old_end - old_time)).max(new_start))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(d: u32, h: u32, m: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2030, 3, d)
+            .unwrap()
+            .and_hms_opt(h, m, 0)
+            .unwrap()
+    }
+    fn now() -> NaiveDateTime {
+        at(1, 12, 0) + TimeDelta::seconds(30)
+    }
+    const LIMITS: Limits = Limits {
+        max_reservations: 4,
+    };
+    fn create(v: Value) -> Result<LeaseRequest, DomainError> {
+        parse_create(v.as_object().unwrap(), now(), LIMITS)
+    }
+    fn body() -> Value {
+        json!({
+            "name": "lease_foo",
+            "start_date": "2030-3-2 20:00",
+            "end_date": "2030-3-4 20:00",
+            "before_end_date": "2030-03-04 19:00",
+            "reservations": [{
+                "hypervisor_properties": "[\"==\", \"$hypervisor_hostname\", \"compute\"]",
+                "max": 1, "min": 1, "resource_type": "physical:host",
+                "resource_properties": "", "before_end": "default"
+            }],
+            "events": []
+        })
+    }
+
+    #[test]
+    fn the_seed_request_is_valid() {
+        let r = create(body()).unwrap();
+        assert_eq!(r.start, at(2, 20, 0));
+        assert_eq!(r.end, at(4, 20, 0));
+        assert_eq!(r.before_end_date, Some(at(4, 19, 0)));
+        assert_eq!(r.reservations[0].min, 1);
+        assert_eq!(r.reservations[0].before_end, "default");
+    }
+
+    #[test]
+    fn now_start_and_string_counts_are_accepted() {
+        let mut b = body();
+        b["start_date"] = json!("now");
+        b["reservations"][0]["min"] = json!("1");
+        b["reservations"][0]["max"] = json!("2");
+        b["reservations"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("before_end");
+        let r = create(b).unwrap();
+        assert_eq!(r.start, at(1, 12, 0));
+        assert_eq!((r.reservations[0].min, r.reservations[0].max), (1, 2));
+        assert_eq!(
+            r.reservations[0].before_end, "default",
+            "absent before_end means default"
+        );
+    }
+
+    fn err_of(patch: impl FnOnce(&mut Value)) -> String {
+        let mut b = body();
+        patch(&mut b);
+        let e = create(b).unwrap_err();
+        format!("{} | {e}", e.name())
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        type Patch = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(Patch, &str)> = vec![
+            (
+                Box::new(|b| {
+                    b.as_object_mut().unwrap().remove("name");
+                }),
+                "Missing parameter name",
+            ),
+            (
+                Box::new(|b| b["name"] = json!("x".repeat(81))),
+                "name: must be at most 80",
+            ),
+            (Box::new(|b| b["name"] = json!(5)), "name: must be a string"),
+            (
+                Box::new(|b| {
+                    b.as_object_mut().unwrap().remove("end_date");
+                }),
+                "Missing parameter end_date",
+            ),
+            (
+                Box::new(|b| b["start_date"] = json!("2030-02-30 10:00")),
+                "InvalidDate | Invalid date start_date",
+            ),
+            (
+                Box::new(|b| b["start_date"] = json!(12)),
+                "start_date: must be a string",
+            ),
+            (
+                Box::new(|b| b["start_date"] = json!("2030-03-01 11:00")),
+                "Start date must be later than current date",
+            ),
+            (
+                Box::new(|b| b["end_date"] = json!("2030-03-02 20:00")),
+                "End date must be later than start date",
+            ),
+            (
+                Box::new(|b| b["before_end_date"] = json!("2030-03-05 00:00")),
+                "before_end_date 2030-03-05T00:00:00.000000 must be strictly between",
+            ),
+            (
+                Box::new(|b| b["before_end_date"] = json!("now")),
+                "before_end_date",
+            ),
+            (
+                Box::new(|b| b["reservations"][0]["min"] = json!(0)),
+                "reservations[0].min: must be between 1",
+            ),
+            (
+                Box::new(|b| b["reservations"][0]["max"] = json!(-1)),
+                "reservations[0].max: must be between 1",
+            ),
+            (
+                Box::new(|b| b["reservations"][0]["max"] = json!(1.5)),
+                "reservations[0].max: must be an integer",
+            ),
+            (
+                Box::new(|b| b["reservations"][0]["max"] = json!("9223372036854775808")),
+                "reservations[0].max",
+            ),
+            (
+                Box::new(|b| {
+                    b["reservations"][0]["min"] = json!(3);
+                    b["reservations"][0]["max"] = json!(2);
+                }),
+                "InvalidRange",
+            ),
+            (
+                Box::new(|b| {
+                    b["reservations"][0].as_object_mut().unwrap().remove("min");
+                }),
+                "Missing parameter reservations[0].min",
+            ),
+            (
+                Box::new(|b| b["reservations"][0]["resource_type"] = json!("virtual:instance")),
+                "UnsupportedResourceType",
+            ),
+            (
+                Box::new(|b| b["reservations"][0]["before_end"] = json!("reboot")),
+                "reservations[0].before_end: must be one of",
+            ),
+            (
+                Box::new(|b| {
+                    b["reservations"][0]["resource_properties"] = json!("[\"~\", \"$a\", \"1\"]")
+                }),
+                "MalformedRequirements | Malformed requirements in reservations[0].resource_properties",
+            ),
+            (
+                Box::new(|b| b["reservations"][0]["amount"] = json!(1)),
+                "Unknown field 'amount'",
+            ),
+            (
+                Box::new(|b| b["reservations"][0]["status"] = json!("active")),
+                "'status' is set by the server",
+            ),
+            (
+                Box::new(|b| b["reservations"] = json!({})),
+                "reservations: must be a list",
+            ),
+            (
+                Box::new(|b| b["reservations"] = json!([1])),
+                "reservations[0]: must be an object",
+            ),
+            (
+                Box::new(|b| b["reservations"] = json!([{}, {}, {}, {}, {}])),
+                "at most 4 reservations",
+            ),
+            (
+                Box::new(|b| b["project_id"] = json!("other")),
+                "'project_id' is set by the server",
+            ),
+            (
+                Box::new(|b| b["id"] = json!("x")),
+                "'id' is set by the server",
+            ),
+            (
+                Box::new(|b| b["events"] = json!([{"event_type": "start_lease"}])),
+                "events are created by the server",
+            ),
+        ];
+        for (patch, needle) in cases {
+            let e = err_of(patch);
+            assert!(e.contains(needle), "expected {needle:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn before_end_time_rules() {
+        let (s, e) = (at(2, 0, 0), at(4, 0, 0));
+        assert_eq!(before_end_time(s, e, None, 60), Some(at(3, 23, 0)));
+        assert_eq!(
+            before_end_time(s, e, Some(at(3, 0, 0)), 60),
+            Some(at(3, 0, 0))
+        );
+        assert_eq!(before_end_time(s, e, None, 0), None);
+        assert_eq!(
+            before_end_time(s, at(2, 0, 30), None, 60),
+            Some(s),
+            "clamped to the start"
+        );
+        assert_eq!(
+            moved_before_end_time(at(3, 23, 0), e, s, at(6, 0, 0), None),
+            at(5, 23, 0)
+        );
+        assert_eq!(
+            moved_before_end_time(at(3, 0, 0), e, s, at(2, 1, 0), None),
+            s
+        );
+    }
+
+    fn current(status: LeaseStatus) -> CurrentLease {
+        CurrentLease {
+            start: at(2, 0, 0),
+            end: at(4, 0, 0),
+            status,
+        }
+    }
+    fn changes(v: Value) -> LeaseChanges {
+        parse_update(v.as_object().unwrap(), now()).unwrap()
+    }
+
+    #[test]
+    fn update_date_rules() {
+        let pending = current(LeaseStatus::Pending);
+        let c = changes(json!({"end_date": "2030-03-05 00:00"}));
+        assert_eq!(
+            plan_dates(&pending, &c, now()).unwrap(),
+            (at(2, 0, 0), at(5, 0, 0))
+        );
+        let c = changes(json!({"start_date": "2030-03-01 10:00"}));
+        assert!(
+            plan_dates(&pending, &c, now())
+                .unwrap_err()
+                .to_string()
+                .contains("later than current")
+        );
+        let c = changes(json!({"end_date": "2030-03-02 00:00"}));
+        assert!(
+            plan_dates(&pending, &c, now()).is_err(),
+            "end == start is refused"
+        );
+
+        let mut active = current(LeaseStatus::Active);
+        active.start = at(1, 0, 0);
+        let c = changes(json!({"start_date": "2030-03-03 00:00"}));
+        assert!(
+            plan_dates(&active, &c, now())
+                .unwrap_err()
+                .to_string()
+                .contains("already started")
+        );
+        let c = changes(json!({"start_date": "2030-03-01 00:00", "end_date": "2030-03-09 00:00"}));
+        assert!(
+            plan_dates(&active, &c, now()).is_ok(),
+            "the same start is not a change"
+        );
+
+        let c = changes(json!({"before_end_date": "2030-03-04 00:00"}));
+        assert!(
+            plan_dates(&pending, &c, now()).is_err(),
+            "before_end_date must be before the end"
+        );
+    }
+
+    #[test]
+    fn status_gates() {
+        let c = changes(json!({"end_date": "2030-03-05 00:00"}));
+        let e = check_updatable("L", &current(LeaseStatus::Starting), &c, now()).unwrap_err();
+        assert_eq!(e.name(), "InvalidStatus");
+        let e = check_updatable("L", &current(LeaseStatus::Terminated), &c, now()).unwrap_err();
+        assert!(e.to_string().contains("only be renamed"));
+        let rename = changes(json!({"name": "new"}));
+        assert!(check_updatable("L", &current(LeaseStatus::Terminated), &rename, now()).is_ok());
+    }
+
+    #[test]
+    fn update_body_shape() {
+        let c = changes(json!({"reservations": [{"id": "r1", "max": "3"}], "events": []}));
+        assert_eq!(c.reservations[0].max, Some(3));
+        assert!(c.reservations[0].touches_hosts());
+        let bad = json!({"reservations": [{"max": 3}]});
+        assert!(
+            parse_update(bad.as_object().unwrap(), now())
+                .unwrap_err()
+                .to_string()
+                .contains("reservations[0].id")
+        );
+        let bad = json!({"trust_id": "t"});
+        assert!(
+            parse_update(bad.as_object().unwrap(), now())
+                .unwrap_err()
+                .to_string()
+                .contains("set by the server")
+        );
+        let bad = json!({"reservations": [{"id": "a"}, {"id": "a"}]});
+        assert!(
+            parse_update(bad.as_object().unwrap(), now())
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Pure domain rules: input dates, validation, the filter language, host choice, statuses, events.
+//!
+//! Nothing here touches the database or reads the clock: callers pass `now` in. That keeps every
+//! rule unit-testable and lets the service layer decide where the transaction boundaries are.
+
+pub mod allocation;
+pub mod dates;
+pub mod error;
+pub mod filter;
+pub mod host;
+pub mod input;
+pub mod lease;
+
+pub use error::DomainError;

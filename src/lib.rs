@@ -1,0 +1,20 @@
+//! blazar-server: OpenStack Blazar's reservation API v1 for compute hosts.
+//!
+//! The layers, outside in:
+//! - [`app`] builds the poem application: routes, the request pipeline (request ids, `.json`
+//!   suffix, content negotiation, the error envelope, access logs) and the database.
+//! - [`api`] holds the v1 contract as poem-openapi types, one file per resource. Handlers parse,
+//!   call one service function and map its result; [`api::error`] is the one place where domain
+//!   errors become HTTP statuses.
+//! - [`service`] runs each operation in a database transaction over the sea-orm entities.
+//! - [`domain`] holds the pure rules: input dates, validation, the filter language, host choice,
+//!   statuses and events. It never touches the database and never reads the clock.
+//! - [`clock`] is the only place that reads the wall clock; [`config`] the layered settings.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod service;

@@ -1,0 +1,556 @@
+//! Host operations: enrolment, capabilities, deletion, allocations and resource properties.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::NaiveDateTime;
+use entity::{allocation, host, host_capability, reservation, resource_property};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    JoinType, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use super::{
+    Caller, Services,
+    facts::HostFacts,
+    placement::{self, HostRecord},
+};
+use crate::domain::{
+    DomainError,
+    dates::{format_lease_date, truncate_to_second},
+    host as rules,
+    input::{self, Object, printable},
+    lease::{PHYSICAL_HOST, parse_filters},
+};
+
+/// One host's bookings, as `GET /v1/os-hosts/allocations` shows them.
+#[derive(Debug, Clone)]
+pub struct HostAllocations {
+    pub host_id: i64,
+    pub reservations: Vec<allocation::Model>,
+}
+
+/// Which allocations to show.
+#[derive(Debug, Clone, Default)]
+pub struct AllocationQuery {
+    pub lease_id: Option<String>,
+    pub reservation_id: Option<String>,
+}
+
+/// A resource property with, for the detailed listing, the values hosts have for it.
+#[derive(Debug, Clone)]
+pub struct PropertyInfo {
+    pub name: String,
+    pub private: bool,
+    pub values: Vec<String>,
+}
+
+impl Services {
+    pub async fn list_hosts(&self, _caller: &Caller) -> Result<Vec<HostRecord>, DomainError> {
+        Ok(placement::load_inventory(self.db.conn()).await?)
+    }
+
+    pub async fn get_host(&self, _caller: &Caller, id: &str) -> Result<HostRecord, DomainError> {
+        load_host(self.db.conn(), id).await
+    }
+
+    pub async fn create_host(
+        &self,
+        _caller: &Caller,
+        body: &Object,
+    ) -> Result<HostRecord, DomainError> {
+        let req = rules::parse_create(body)?;
+        let facts = self.facts.resolve(&req.name, &req.facts).await?;
+        let stamp = truncate_to_second(self.clock.now());
+
+        let txn = self.db.write().await?;
+        let taken = host::Entity::find()
+            .filter(host::Column::HypervisorHostname.eq(&req.name))
+            .one(&*txn)
+            .await?;
+        if let Some(existing) = taken {
+            return Err(DomainError::HostAlreadyExists(format!(
+                "{} (id {})",
+                printable(&req.name, 64),
+                existing.id
+            )));
+        }
+        let mut model = host::ActiveModel {
+            hypervisor_hostname: Set(req.name.clone()),
+            status: Set(None),
+            reservable: Set(true),
+            trust_id: Set(None),
+            created_at: Set(stamp),
+            updated_at: Set(None),
+            ..Default::default()
+        };
+        set_facts(&mut model, &facts);
+        let host = model.insert(&*txn).await?;
+        let caps: Vec<host_capability::ActiveModel> = req
+            .capabilities
+            .iter()
+            .map(|(k, v)| new_capability(host.id, k, v, stamp))
+            .collect();
+        if !caps.is_empty() {
+            host_capability::Entity::insert_many(caps)
+                .exec(&*txn)
+                .await?;
+        }
+        ensure_properties(&*txn, req.capabilities.keys(), stamp).await?;
+        txn.commit().await?;
+        tracing::info!(host_id = host.id, name = %host.hypervisor_hostname, "host enrolled");
+        Ok(HostRecord {
+            host,
+            capabilities: req.capabilities.into_iter().collect(),
+        })
+    }
+
+    pub async fn update_host(
+        &self,
+        _caller: &Caller,
+        id: &str,
+        body: &Object,
+    ) -> Result<HostRecord, DomainError> {
+        let changes = rules::parse_update(body)?;
+        let now = self.clock.now();
+        let stamp = truncate_to_second(now);
+
+        let txn = self.db.write().await?;
+        let record = load_host(&*txn, id).await?;
+        let host_id = record.host.id;
+        let current_facts = facts_of(&record.host);
+        let new_facts = if changes.facts.is_empty() {
+            current_facts.clone()
+        } else {
+            self.facts.update(&current_facts, &changes.facts).await?
+        };
+        let current: BTreeMap<&str, &str> = record
+            .capabilities
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut changed: BTreeSet<String> = changed_facts(&current_facts, &new_facts);
+        for (k, v) in &changes.capabilities {
+            if current.get(k.as_str()).copied() != v.as_deref()
+                && (v.is_some() || current.contains_key(k.as_str()))
+            {
+                changed.insert(k.clone());
+            }
+        }
+        if changed.is_empty() {
+            txn.commit().await?;
+            return Ok(record);
+        }
+        check_keys_not_in_use(&*txn, host_id, &changed, now).await?;
+
+        let mut model = record.host.clone().into_active_model();
+        set_facts(&mut model, &new_facts);
+        model.updated_at = Set(Some(stamp));
+        model.update(&*txn).await?;
+        for (k, v) in &changes.capabilities {
+            if !changed.contains(k) {
+                continue;
+            }
+            let existing = host_capability::Entity::find()
+                .filter(host_capability::Column::HostId.eq(host_id))
+                .filter(host_capability::Column::Name.eq(k))
+                .one(&*txn)
+                .await?;
+            match (existing, v) {
+                (Some(row), Some(value)) => {
+                    let mut m = row.into_active_model();
+                    m.value = Set(value.clone());
+                    m.updated_at = Set(Some(stamp));
+                    m.update(&*txn).await?;
+                }
+                (Some(row), None) => {
+                    host_capability::Entity::delete_by_id(row.id)
+                        .exec(&*txn)
+                        .await?;
+                }
+                (None, Some(value)) => {
+                    new_capability(host_id, k, value, stamp)
+                        .insert(&*txn)
+                        .await?;
+                }
+                (None, None) => {}
+            }
+        }
+        let added: Vec<&String> = changes
+            .capabilities
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        ensure_properties(&*txn, added.into_iter(), stamp).await?;
+        let updated = load_host(&*txn, id).await?;
+        txn.commit().await?;
+        Ok(updated)
+    }
+
+    pub async fn delete_host(&self, _caller: &Caller, id: &str) -> Result<(), DomainError> {
+        let now = self.clock.now();
+        let txn = self.db.write().await?;
+        let record = load_host(&*txn, id).await?;
+        let booked = allocation::Entity::find()
+            .filter(allocation::Column::HostId.eq(record.host.id))
+            .filter(allocation::Column::EndDate.gt(now))
+            .order_by_asc(allocation::Column::StartDate)
+            .all(&*txn)
+            .await?;
+        if !booked.is_empty() {
+            let leases: BTreeSet<&str> = booked.iter().map(|a| a.lease_id.as_str()).collect();
+            let until = booked.iter().map(|a| a.end_date).max().unwrap_or(now);
+            return Err(DomainError::CantDeleteHost(format!(
+                "Can't delete host {}: it is reserved by lease(s) {} until {}",
+                record.host.id,
+                leases.into_iter().collect::<Vec<_>>().join(", "),
+                format_lease_date(until)
+            )));
+        }
+        host::Entity::delete_by_id(record.host.id)
+            .exec(&*txn)
+            .await?;
+        txn.commit().await?;
+        tracing::info!(host_id = record.host.id, "host deleted");
+        Ok(())
+    }
+
+    pub async fn list_allocations(
+        &self,
+        _caller: &Caller,
+        query: &AllocationQuery,
+    ) -> Result<Vec<HostAllocations>, DomainError> {
+        let conn = self.db.conn();
+        let hosts: Vec<i64> = host::Entity::find()
+            .select_only()
+            .column(host::Column::Id)
+            .order_by_asc(host::Column::Id)
+            .into_tuple()
+            .all(conn)
+            .await?;
+        let mut by_host = allocations_by_host(conn, None, query, self.clock.now()).await?;
+        Ok(hosts
+            .into_iter()
+            .map(|host_id| HostAllocations {
+                host_id,
+                reservations: by_host.remove(&host_id).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    pub async fn get_allocation(
+        &self,
+        _caller: &Caller,
+        id: &str,
+        query: &AllocationQuery,
+    ) -> Result<HostAllocations, DomainError> {
+        let conn = self.db.conn();
+        let host_id = parse_host_id(id)?;
+        host::Entity::find_by_id(host_id)
+            .one(conn)
+            .await?
+            .ok_or_else(|| host_not_found(id))?;
+        let mut by_host = allocations_by_host(conn, Some(host_id), query, self.clock.now()).await?;
+        Ok(HostAllocations {
+            host_id,
+            reservations: by_host.remove(&host_id).unwrap_or_default(),
+        })
+    }
+
+    pub async fn list_properties(
+        &self,
+        _caller: &Caller,
+        detail: bool,
+        include_private: bool,
+    ) -> Result<Vec<PropertyInfo>, DomainError> {
+        let conn = self.db.conn();
+        let mut q = resource_property::Entity::find()
+            .filter(resource_property::Column::ResourceType.eq(PHYSICAL_HOST))
+            .order_by_asc(resource_property::Column::PropertyName);
+        if !include_private {
+            q = q.filter(resource_property::Column::Private.eq(false));
+        }
+        let props = q.all(conn).await?;
+        let mut values: HashMap<String, BTreeSet<String>> = HashMap::new();
+        if detail && !props.is_empty() {
+            let rows: Vec<(String, String)> = host_capability::Entity::find()
+                .select_only()
+                .column(host_capability::Column::Name)
+                .column(host_capability::Column::Value)
+                .distinct()
+                .into_tuple()
+                .all(conn)
+                .await?;
+            for (k, v) in rows {
+                values.entry(k).or_default().insert(v);
+            }
+        }
+        Ok(props
+            .into_iter()
+            .map(|p| PropertyInfo {
+                values: values
+                    .remove(&p.property_name)
+                    .map(|s| s.into_iter().collect())
+                    .unwrap_or_default(),
+                name: p.property_name,
+                private: p.private,
+            })
+            .collect())
+    }
+
+    pub async fn update_property(
+        &self,
+        _caller: &Caller,
+        name: &str,
+        body: &Object,
+    ) -> Result<resource_property::Model, DomainError> {
+        input::reject_unknown(
+            body,
+            &["private"],
+            &[
+                "id",
+                "resource_type",
+                "property_name",
+                "created_at",
+                "updated_at",
+            ],
+            "resource property update",
+        )?;
+        let private = input::opt_bool(body, "private")?
+            .ok_or_else(|| DomainError::MissingParameter("private".into()))?;
+        let stamp = truncate_to_second(self.clock.now());
+        let txn = self.db.write().await?;
+        let prop = resource_property::Entity::find()
+            .filter(resource_property::Column::ResourceType.eq(PHYSICAL_HOST))
+            .filter(resource_property::Column::PropertyName.eq(name))
+            .one(&*txn)
+            .await?
+            .ok_or_else(|| {
+                DomainError::PropertyNotFound(printable(name, 64).trim_matches('\'').into())
+            })?;
+        let mut m = prop.into_active_model();
+        m.private = Set(private);
+        m.updated_at = Set(Some(stamp));
+        let updated = m.update(&*txn).await?;
+        txn.commit().await?;
+        Ok(updated)
+    }
+}
+
+fn host_not_found(id: &str) -> DomainError {
+    DomainError::HostNotFound(printable(id, 64).trim_matches('\'').into())
+}
+
+/// Host ids are integers; anything else names no host.
+fn parse_host_id(id: &str) -> Result<i64, DomainError> {
+    id.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| host_not_found(id))
+}
+
+async fn load_host(conn: &impl ConnectionTrait, id: &str) -> Result<HostRecord, DomainError> {
+    let host_id = parse_host_id(id)?;
+    let host = host::Entity::find_by_id(host_id)
+        .one(conn)
+        .await?
+        .ok_or_else(|| host_not_found(id))?;
+    let caps = host_capability::Entity::find()
+        .filter(host_capability::Column::HostId.eq(host_id))
+        .order_by_asc(host_capability::Column::Name)
+        .all(conn)
+        .await?;
+    Ok(placement::attach_capabilities(vec![host], caps).remove(0))
+}
+
+fn facts_of(h: &host::Model) -> HostFacts {
+    HostFacts {
+        hypervisor_type: h.hypervisor_type.clone(),
+        hypervisor_version: h.hypervisor_version,
+        vcpus: h.vcpus,
+        memory_mb: h.memory_mb,
+        local_gb: h.local_gb,
+        cpu_info: h.cpu_info.clone(),
+        service_name: h.service_name.clone(),
+        availability_zone: h.availability_zone.clone(),
+    }
+}
+
+fn set_facts(m: &mut host::ActiveModel, f: &HostFacts) {
+    m.hypervisor_type = Set(f.hypervisor_type.clone());
+    m.hypervisor_version = Set(f.hypervisor_version);
+    m.vcpus = Set(f.vcpus);
+    m.memory_mb = Set(f.memory_mb);
+    m.local_gb = Set(f.local_gb);
+    m.cpu_info = Set(f.cpu_info.clone());
+    m.service_name = Set(f.service_name.clone());
+    m.availability_zone = Set(f.availability_zone.clone());
+}
+
+/// Names of the facts that differ.
+fn changed_facts(a: &HostFacts, b: &HostFacts) -> BTreeSet<String> {
+    let pairs: [(&str, bool); 8] = [
+        ("hypervisor_type", a.hypervisor_type != b.hypervisor_type),
+        (
+            "hypervisor_version",
+            a.hypervisor_version != b.hypervisor_version,
+        ),
+        ("vcpus", a.vcpus != b.vcpus),
+        ("memory_mb", a.memory_mb != b.memory_mb),
+        ("local_gb", a.local_gb != b.local_gb),
+        ("cpu_info", a.cpu_info != b.cpu_info),
+        ("service_name", a.service_name != b.service_name),
+        (
+            "availability_zone",
+            a.availability_zone != b.availability_zone,
+        ),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
+/// Refuses to change keys that a current or future reservation holding this host filters on:
+/// the host was chosen because of those values.
+async fn check_keys_not_in_use(
+    conn: &impl ConnectionTrait,
+    host_id: i64,
+    changed: &BTreeSet<String>,
+    now: NaiveDateTime,
+) -> Result<(), DomainError> {
+    let holders: Vec<reservation::Model> = reservation::Entity::find()
+        .join(
+            JoinType::InnerJoin,
+            reservation::Entity::belongs_to(allocation::Entity)
+                .from(reservation::Column::Id)
+                .to(allocation::Column::ReservationId)
+                .into(),
+        )
+        .filter(allocation::Column::HostId.eq(host_id))
+        .filter(allocation::Column::EndDate.gt(now))
+        .distinct()
+        .all(conn)
+        .await?;
+    let mut conflicts: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &holders {
+        let Ok(filter) = parse_filters(0, &r.hypervisor_properties, &r.resource_properties) else {
+            continue;
+        };
+        for key in filter.keys() {
+            if changed.contains(key) {
+                conflicts
+                    .entry(key.to_string())
+                    .or_default()
+                    .insert(r.lease_id.clone());
+            }
+        }
+    }
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let detail: Vec<String> = conflicts
+        .iter()
+        .map(|(k, leases)| {
+            format!(
+                "{k} (used by lease {})",
+                leases.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .collect();
+    Err(DomainError::CapabilityInUse(format!(
+        "Can't update extra capabilities of host {host_id}: {} filter on them and hold this host; \
+         nothing was changed",
+        detail.join("; ")
+    )))
+}
+
+fn new_capability(
+    host_id: i64,
+    name: &str,
+    value: &str,
+    stamp: NaiveDateTime,
+) -> host_capability::ActiveModel {
+    host_capability::ActiveModel {
+        host_id: Set(host_id),
+        name: Set(name.to_string()),
+        value: Set(value.to_string()),
+        created_at: Set(stamp),
+        updated_at: Set(None),
+        ..Default::default()
+    }
+}
+
+/// Adds a resource property row for each capability name not yet in the catalogue.
+async fn ensure_properties<'a>(
+    conn: &impl ConnectionTrait,
+    names: impl Iterator<Item = &'a String>,
+    stamp: NaiveDateTime,
+) -> Result<(), sea_orm::DbErr> {
+    let names: BTreeSet<&String> = names.collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let known: BTreeSet<String> = resource_property::Entity::find()
+        .select_only()
+        .column(resource_property::Column::PropertyName)
+        .filter(resource_property::Column::ResourceType.eq(PHYSICAL_HOST))
+        .filter(resource_property::Column::PropertyName.is_in(names.iter().map(|s| s.as_str())))
+        .into_tuple()
+        .all(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let new: Vec<resource_property::ActiveModel> = names
+        .into_iter()
+        .filter(|n| !known.contains(n.as_str()))
+        .map(|n| resource_property::ActiveModel {
+            id: Set(Uuid::new_v4().to_string()),
+            resource_type: Set(PHYSICAL_HOST.into()),
+            property_name: Set(n.clone()),
+            private: Set(false),
+            created_at: Set(stamp),
+            updated_at: Set(None),
+        })
+        .collect();
+    if !new.is_empty() {
+        resource_property::Entity::insert_many(new)
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Allocations per host: those of `query`'s lease or reservation when given, else those of leases
+/// that have not ended.
+async fn allocations_by_host(
+    conn: &impl ConnectionTrait,
+    host: Option<i64>,
+    query: &AllocationQuery,
+    now: NaiveDateTime,
+) -> Result<HashMap<i64, Vec<allocation::Model>>, DomainError> {
+    let mut q = allocation::Entity::find()
+        .order_by_asc(allocation::Column::HostId)
+        .order_by_asc(allocation::Column::StartDate);
+    if let Some(h) = host {
+        q = q.filter(allocation::Column::HostId.eq(h));
+    }
+    match (&query.lease_id, &query.reservation_id) {
+        (None, None) => q = q.filter(allocation::Column::EndDate.gte(now)),
+        (lease_id, reservation_id) => {
+            if let Some(l) = lease_id {
+                q = q.filter(allocation::Column::LeaseId.eq(l));
+            }
+            if let Some(r) = reservation_id {
+                q = q.filter(allocation::Column::ReservationId.eq(r));
+            }
+        }
+    }
+    let mut out: HashMap<i64, Vec<allocation::Model>> = HashMap::new();
+    for a in q.all(conn).await? {
+        out.entry(a.host_id).or_default().push(a);
+    }
+    Ok(out)
+}

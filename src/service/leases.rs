@@ -1,0 +1,569 @@
+//! Lease operations: list, show, create, update, delete, each in one transaction.
+//!
+//! Create and update choose hosts and write the lease, its reservations, allocations and events
+//! in a single write transaction: a refused request changes nothing, and an accepted one is whole.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::NaiveDateTime;
+use entity::{allocation, event, lease, reservation};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use super::{Caller, Services, placement};
+use crate::domain::{
+    DomainError,
+    allocation::{Need, PlanError, plan},
+    dates::{format_lease_date, truncate_to_second},
+    input::{Object, printable},
+    lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
+};
+
+/// A lease with its reservations (in request order) and events (start, end, before-end).
+#[derive(Debug, Clone)]
+pub struct LeaseDetail {
+    pub lease: lease::Model,
+    pub reservations: Vec<reservation::Model>,
+    pub events: Vec<event::Model>,
+}
+
+/// Largest number of ids in one `IN (...)` list.
+const IN_CHUNK: usize = 500;
+
+impl Services {
+    pub async fn list_leases(&self, _caller: &Caller) -> Result<Vec<LeaseDetail>, DomainError> {
+        let conn = self.db.conn();
+        let leases = lease::Entity::find()
+            .order_by_asc(lease::Column::CreatedAt)
+            .order_by_asc(lease::Column::Id)
+            .all(conn)
+            .await?;
+        Ok(load_details(conn, leases).await?)
+    }
+
+    pub async fn get_lease(&self, caller: &Caller, id: &str) -> Result<LeaseDetail, DomainError> {
+        let conn = self.db.conn();
+        let lease = find_lease(conn, caller, id).await?;
+        Ok(load_details(conn, vec![lease]).await?.remove(0))
+    }
+
+    pub async fn create_lease(
+        &self,
+        caller: &Caller,
+        body: &Object,
+    ) -> Result<LeaseDetail, DomainError> {
+        let now = self.clock.now();
+        let req = rules::parse_create(body, now, self.limits())?;
+        let stamp = truncate_to_second(now);
+        let lease_id = Uuid::new_v4().to_string();
+
+        let txn = self.db.write().await?;
+        let chosen = if req.reservations.is_empty() {
+            Vec::new()
+        } else {
+            let hosts = placement::load_inventory(&*txn).await?;
+            let busy = placement::busy_hosts(&*txn, req.start, req.end, None).await?;
+            let usage = placement::usage(&*txn, now).await?;
+            let needs: Vec<Need<'_>> = req
+                .reservations
+                .iter()
+                .map(|r| Need {
+                    filter: &r.filter,
+                    min: r.min as usize,
+                    max: r.max as usize,
+                    held: &[],
+                    replan: true,
+                    keep_held: false,
+                })
+                .collect();
+            let bounds: Vec<(i32, i32)> = req.reservations.iter().map(|r| (r.min, r.max)).collect();
+            plan(&hosts, &busy, &usage, &needs)
+                .map_err(|e| plan_error(e, &bounds, req.start, req.end))?
+        };
+
+        let lease = lease::Model {
+            id: lease_id.clone(),
+            name: req.name.clone(),
+            user_id: Some(caller.user_id.clone()),
+            project_id: Some(caller.project_id.clone()),
+            trust_id: None,
+            start_date: req.start,
+            end_date: req.end,
+            status: LeaseStatus::Pending.as_str().into(),
+            action: None,
+            status_reason: None,
+            degraded: false,
+            created_at: stamp,
+            updated_at: None,
+        };
+        let reservations: Vec<reservation::Model> = req
+            .reservations
+            .iter()
+            .enumerate()
+            .map(|(i, r)| reservation::Model {
+                id: Uuid::new_v4().to_string(),
+                lease_id: lease_id.clone(),
+                position: i as i32,
+                resource_type: rules::PHYSICAL_HOST.into(),
+                resource_id: Uuid::new_v4().to_string(),
+                status: ReservationStatus::Pending.as_str().into(),
+                min: r.min,
+                max: r.max,
+                hypervisor_properties: r.hypervisor_properties.clone(),
+                resource_properties: r.resource_properties.clone(),
+                before_end: r.before_end.clone(),
+                missing_resources: false,
+                resources_changed: false,
+                created_at: stamp,
+                updated_at: None,
+            })
+            .collect();
+        let mut events = vec![
+            new_event(&lease_id, EventType::StartLease, req.start, stamp),
+            new_event(&lease_id, EventType::EndLease, req.end, stamp),
+        ];
+        if let Some(t) = rules::before_end_time(
+            req.start,
+            req.end,
+            req.before_end_date,
+            self.settings.minutes_before_end_lease,
+        ) {
+            events.push(new_event(&lease_id, EventType::BeforeEndLease, t, stamp));
+        }
+
+        lease
+            .clone()
+            .into_active_model()
+            .reset_all()
+            .insert(&*txn)
+            .await?;
+        insert_all::<reservation::Entity, _>(&*txn, &reservations).await?;
+        let allocations: Vec<allocation::ActiveModel> = reservations
+            .iter()
+            .zip(&chosen)
+            .flat_map(|(r, hosts)| {
+                hosts
+                    .iter()
+                    .map(|h| new_allocation(*h, r, req.start, req.end, stamp))
+            })
+            .collect();
+        if !allocations.is_empty() {
+            allocation::Entity::insert_many(allocations)
+                .exec(&*txn)
+                .await?;
+        }
+        insert_all::<event::Entity, _>(&*txn, &events).await?;
+        txn.commit().await?;
+        tracing::info!(lease_id = %lease.id, hosts = ?chosen, "lease created");
+        Ok(LeaseDetail {
+            lease,
+            reservations,
+            events,
+        })
+    }
+
+    pub async fn update_lease(
+        &self,
+        caller: &Caller,
+        id: &str,
+        body: &Object,
+    ) -> Result<LeaseDetail, DomainError> {
+        let now = self.clock.now();
+        let changes = rules::parse_update(body, now)?;
+        let stamp = truncate_to_second(now);
+
+        let txn = self.db.write().await?;
+        let old = find_lease(&*txn, caller, id).await?;
+        let current = CurrentLease {
+            start: old.start_date,
+            end: old.end_date,
+            status: LeaseStatus::parse(&old.status).unwrap_or(LeaseStatus::Error),
+        };
+        rules::check_updatable(&old.id, &current, &changes, now)?;
+        let mut lease = old.clone().into_active_model();
+        if let Some(name) = &changes.name {
+            lease.name = Set(name.clone());
+        }
+        lease.updated_at = Set(Some(stamp));
+        if !changes.beyond_name() {
+            lease.update(&*txn).await?;
+            let detail = load_details(&*txn, vec![find_lease(&*txn, caller, id).await?])
+                .await?
+                .remove(0);
+            txn.commit().await?;
+            return Ok(detail);
+        }
+
+        let (start, end) = rules::plan_dates(&current, &changes, now)?;
+        let stored = reservation::Entity::find()
+            .filter(reservation::Column::LeaseId.eq(&old.id))
+            .order_by_asc(reservation::Column::Position)
+            .all(&*txn)
+            .await?;
+        let known: HashSet<&str> = stored.iter().map(|r| r.id.as_str()).collect();
+        let unknown: Vec<String> = changes
+            .reservations
+            .iter()
+            .filter(|c| !known.contains(c.id.as_str()))
+            .map(|c| printable(&c.id, 40))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(DomainError::InvalidInput(format!(
+                "Please enter valid reservation IDs. Invalid reservation IDs are: {}",
+                unknown.join(", ")
+            )));
+        }
+
+        // The merged parameters of every reservation, and whether its hosts must be re-planned.
+        let grew = start < old.start_date || end > old.end_date;
+        let mut merged = Vec::with_capacity(stored.len());
+        for (i, r) in stored.iter().enumerate() {
+            let change = changes.reservations.iter().find(|c| c.id == r.id);
+            if let Some(t) = change.and_then(|c| c.resource_type.as_deref())
+                && t != r.resource_type
+            {
+                return Err(DomainError::CantUpdateParameter(format!(
+                    "resource_type cannot be updated (reservation {} is {})",
+                    r.id, r.resource_type
+                )));
+            }
+            let mut next = r.clone();
+            if let Some(c) = change {
+                next.min = c.min.unwrap_or(r.min);
+                next.max = c.max.unwrap_or(r.max);
+                if let Some(h) = &c.hypervisor_properties {
+                    next.hypervisor_properties = h.clone();
+                }
+                if let Some(p) = &c.resource_properties {
+                    next.resource_properties = p.clone();
+                }
+                if let Some(b) = &c.before_end {
+                    next.before_end = b.clone();
+                }
+            }
+            rules::check_range(next.min, next.max).map_err(|e| {
+                DomainError::InvalidRange(format!("reservations[{i}]: {}", e_message(&e)))
+            })?;
+            let filter =
+                rules::parse_filters(i, &next.hypervisor_properties, &next.resource_properties)?;
+            let params_changed = next.min != r.min
+                || next.max != r.max
+                || next.hypervisor_properties != r.hypervisor_properties
+                || next.resource_properties != r.resource_properties;
+            merged.push((next, filter, params_changed || grew));
+        }
+
+        let held_rows = allocation::Entity::find()
+            .filter(allocation::Column::LeaseId.eq(&old.id))
+            .order_by_asc(allocation::Column::Id)
+            .all(&*txn)
+            .await?;
+        let mut held: HashMap<&str, Vec<i64>> = HashMap::new();
+        for a in &held_rows {
+            held.entry(a.reservation_id.as_str())
+                .or_default()
+                .push(a.host_id);
+        }
+        let empty = Vec::new();
+        if merged.iter().any(|(_, _, replan)| *replan) {
+            let hosts = placement::load_inventory(&*txn).await?;
+            let busy = placement::busy_hosts(&*txn, start, end, Some(&old.id)).await?;
+            let usage = placement::usage(&*txn, now).await?;
+            let needs: Vec<Need<'_>> = merged
+                .iter()
+                .map(|(r, filter, replan)| Need {
+                    filter,
+                    min: r.min as usize,
+                    max: r.max as usize,
+                    held: held.get(r.id.as_str()).unwrap_or(&empty),
+                    replan: *replan,
+                    keep_held: r.status == ReservationStatus::Active.as_str(),
+                })
+                .collect();
+            let bounds: Vec<(i32, i32)> = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();
+            let chosen = plan(&hosts, &busy, &usage, &needs)
+                .map_err(|e| plan_error(e, &bounds, start, end))?;
+            for ((r, _, replan), hosts) in merged.iter().zip(&chosen) {
+                if !replan {
+                    continue;
+                }
+                let before = held.get(r.id.as_str()).unwrap_or(&empty);
+                let released: Vec<i64> = before
+                    .iter()
+                    .copied()
+                    .filter(|h| !hosts.contains(h))
+                    .collect();
+                if !released.is_empty() {
+                    allocation::Entity::delete_many()
+                        .filter(allocation::Column::ReservationId.eq(&r.id))
+                        .filter(allocation::Column::HostId.is_in(released))
+                        .exec(&*txn)
+                        .await?;
+                }
+                let added: Vec<allocation::ActiveModel> = hosts
+                    .iter()
+                    .filter(|h| !before.contains(h))
+                    .map(|h| new_allocation(*h, r, start, end, stamp))
+                    .collect();
+                if !added.is_empty() {
+                    allocation::Entity::insert_many(added).exec(&*txn).await?;
+                }
+            }
+        }
+        if start != old.start_date || end != old.end_date {
+            allocation::Entity::update_many()
+                .col_expr(allocation::Column::StartDate, Expr::value(start))
+                .col_expr(allocation::Column::EndDate, Expr::value(end))
+                .filter(allocation::Column::LeaseId.eq(&old.id))
+                .exec(&*txn)
+                .await?;
+        }
+        for ((next, _, _), r) in merged.iter().zip(&stored) {
+            if next != r {
+                let mut m = next.clone().into_active_model().reset_all();
+                m.updated_at = Set(Some(stamp));
+                m.update(&*txn).await?;
+            }
+        }
+
+        self.move_events(&*txn, &old, start, end, changes.before_end_date, now, stamp)
+            .await?;
+        lease.start_date = Set(start);
+        lease.end_date = Set(end);
+        lease.update(&*txn).await?;
+        let detail = load_details(&*txn, vec![find_lease(&*txn, caller, id).await?])
+            .await?
+            .remove(0);
+        txn.commit().await?;
+        Ok(detail)
+    }
+
+    /// Moves the lease's events to the new window; a before-end event that already fired and now
+    /// falls in the future is armed again.
+    #[allow(clippy::too_many_arguments)]
+    async fn move_events(
+        &self,
+        txn: &impl ConnectionTrait,
+        old: &lease::Model,
+        start: NaiveDateTime,
+        end: NaiveDateTime,
+        requested_before_end: Option<NaiveDateTime>,
+        now: NaiveDateTime,
+        stamp: NaiveDateTime,
+    ) -> Result<(), DomainError> {
+        let events = event::Entity::find()
+            .filter(event::Column::LeaseId.eq(&old.id))
+            .all(txn)
+            .await?;
+        let mut has_before_end = false;
+        for e in events {
+            let kind = EventType::parse(&e.event_type);
+            let new_time = match kind {
+                Some(EventType::StartLease) => start,
+                Some(EventType::EndLease) => end,
+                Some(EventType::BeforeEndLease) => {
+                    has_before_end = true;
+                    rules::moved_before_end_time(
+                        e.time,
+                        old.end_date,
+                        start,
+                        end,
+                        requested_before_end,
+                    )
+                }
+                None => continue,
+            };
+            if new_time == e.time {
+                continue;
+            }
+            let rearm = kind == Some(EventType::BeforeEndLease)
+                && e.status == EventStatus::Done.as_str()
+                && new_time > now;
+            let mut m = e.into_active_model();
+            m.time = Set(new_time);
+            if rearm {
+                m.status = Set(EventStatus::Undone.as_str().into());
+            }
+            m.updated_at = Set(Some(stamp));
+            m.update(txn).await?;
+        }
+        if !has_before_end && let Some(t) = requested_before_end {
+            insert_all::<event::Entity, _>(
+                txn,
+                &[new_event(&old.id, EventType::BeforeEndLease, t, stamp)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_lease(&self, caller: &Caller, id: &str) -> Result<(), DomainError> {
+        let txn = self.db.write().await?;
+        let lease = find_lease(&*txn, caller, id).await?;
+        let status = LeaseStatus::parse(&lease.status).unwrap_or(LeaseStatus::Error);
+        if status.is_transitional() {
+            return Err(DomainError::InvalidStatus(format!(
+                "Lease {} is {}; retry when that operation has finished",
+                lease.id,
+                status.as_str()
+            )));
+        }
+        // Reservations, events and allocations go with it (ON DELETE CASCADE): the hosts are free
+        // as soon as this commits.
+        lease::Entity::delete_by_id(lease.id.clone())
+            .exec(&*txn)
+            .await?;
+        txn.commit().await?;
+        tracing::info!(lease_id = %lease.id, "lease deleted");
+        Ok(())
+    }
+}
+
+fn e_message(e: &DomainError) -> String {
+    match e {
+        DomainError::InvalidRange(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn plan_error(
+    e: PlanError,
+    bounds: &[(i32, i32)],
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+) -> DomainError {
+    match e {
+        PlanError::Shortage { index, shortage } => DomainError::NotEnoughHostsAvailable {
+            reservation: index,
+            min: bounds[index].0,
+            max: bounds[index].1,
+            matching: shortage.matching,
+            free: shortage.free,
+            start: format_lease_date(start),
+            end: format_lease_date(end),
+        },
+        PlanError::HeldHostLost { index, host, why } => DomainError::CantUpdateParameter(format!(
+            "Reservation {index} is active and its host {host} {why}; the update is refused"
+        )),
+    }
+}
+
+/// The lease `id`, if the caller may see it.
+pub(crate) async fn find_lease(
+    conn: &impl ConnectionTrait,
+    _caller: &Caller,
+    id: &str,
+) -> Result<lease::Model, DomainError> {
+    lease::Entity::find_by_id(id.to_string())
+        .one(conn)
+        .await?
+        .ok_or_else(|| DomainError::LeaseNotFound(printable(id, 64).trim_matches('\'').into()))
+}
+
+/// Loads reservations and events for many leases with one query per table (per chunk of ids).
+pub(crate) async fn load_details(
+    conn: &impl ConnectionTrait,
+    leases: Vec<lease::Model>,
+) -> Result<Vec<LeaseDetail>, sea_orm::DbErr> {
+    let mut reservations: HashMap<String, Vec<reservation::Model>> = HashMap::new();
+    let mut events: HashMap<String, Vec<event::Model>> = HashMap::new();
+    for chunk in leases.chunks(IN_CHUNK) {
+        let ids: Vec<&str> = chunk.iter().map(|l| l.id.as_str()).collect();
+        for r in reservation::Entity::find()
+            .filter(reservation::Column::LeaseId.is_in(ids.clone()))
+            .order_by_asc(reservation::Column::LeaseId)
+            .order_by_asc(reservation::Column::Position)
+            .all(conn)
+            .await?
+        {
+            reservations.entry(r.lease_id.clone()).or_default().push(r);
+        }
+        for e in event::Entity::find()
+            .filter(event::Column::LeaseId.is_in(ids))
+            .all(conn)
+            .await?
+        {
+            events.entry(e.lease_id.clone()).or_default().push(e);
+        }
+    }
+    Ok(leases
+        .into_iter()
+        .map(|lease| {
+            let mut evs = events.remove(&lease.id).unwrap_or_default();
+            evs.sort_by_key(|e| (event_rank(&e.event_type), e.time));
+            LeaseDetail {
+                reservations: reservations.remove(&lease.id).unwrap_or_default(),
+                events: evs,
+                lease,
+            }
+        })
+        .collect())
+}
+
+/// Upstream lists events in creation order: start, end, then before-end.
+fn event_rank(kind: &str) -> u8 {
+    match EventType::parse(kind) {
+        Some(EventType::StartLease) => 0,
+        Some(EventType::EndLease) => 1,
+        Some(EventType::BeforeEndLease) => 2,
+        None => 3,
+    }
+}
+
+fn new_event(
+    lease_id: &str,
+    kind: EventType,
+    time: NaiveDateTime,
+    stamp: NaiveDateTime,
+) -> event::Model {
+    event::Model {
+        id: Uuid::new_v4().to_string(),
+        lease_id: lease_id.to_string(),
+        event_type: kind.as_str().into(),
+        time,
+        status: EventStatus::Undone.as_str().into(),
+        created_at: stamp,
+        updated_at: None,
+    }
+}
+
+fn new_allocation(
+    host: i64,
+    r: &reservation::Model,
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    stamp: NaiveDateTime,
+) -> allocation::ActiveModel {
+    allocation::ActiveModel {
+        host_id: Set(host),
+        reservation_id: Set(r.id.clone()),
+        lease_id: Set(r.lease_id.clone()),
+        start_date: Set(start),
+        end_date: Set(end),
+        created_at: Set(stamp),
+        ..Default::default()
+    }
+}
+
+/// Inserts whole models in one statement.
+async fn insert_all<E, M>(conn: &impl ConnectionTrait, models: &[M]) -> Result<(), sea_orm::DbErr>
+where
+    E: EntityTrait<Model = M>,
+    M: Clone + IntoActiveModel<E::ActiveModel>,
+    E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+{
+    if models.is_empty() {
+        return Ok(());
+    }
+    E::insert_many(
+        models
+            .iter()
+            .map(|m| m.clone().into_active_model().reset_all()),
+    )
+    .exec(conn)
+    .await?;
+    Ok(())
+}
