@@ -1,8 +1,12 @@
-//! Choosing hosts for a reservation: between `min` and `max` of the matching free hosts.
+//! Choosing hosts for the reservations of a lease: between `min` and `max` matching free hosts each,
+//! never one host for two reservations.
 //!
-//! Hosts the reservation already holds are kept first (an update should not shuffle a lease's
-//! hosts); then the least-used free hosts are added, ties broken by host id so that the choice
-//! is deterministic. Upstream takes hosts in database order and ignores free hosts in odd cases.
+//! Hosts a reservation already holds are kept first (an update should not shuffle a lease's hosts).
+//! Then every reservation gets its `min`, the most constrained reservation first, and only then
+//! are reservations filled up to `max`, in request order. Among candidates, a host fewer sibling
+//! reservations could use comes first (so a generic reservation does not take the only hosts a
+//! specific one can use), then the least-used host, then the lowest id, so the choice is
+//! deterministic. Upstream takes hosts in database order, reservation by reservation.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,38 +17,8 @@ use super::filter::{Attributes, Filter};
 pub struct Shortage {
     /// Hosts that match the reservation's filters.
     pub matching: usize,
-    /// Of those, hosts free for the whole window.
+    /// Of those, hosts free for the whole window (and not needed by a sibling reservation).
     pub free: usize,
-}
-
-/// Picks the hosts for one reservation.
-///
-/// - `kept`: hosts the reservation holds now and may keep (matching, still free), in order;
-/// - `free`: other matching hosts free for the whole window and not taken by a sibling reservation;
-/// - `usage`: current and future bookings per host (absent means 0);
-/// - `matching`: how many hosts match the filters at all (for the error only).
-pub fn choose_hosts(
-    kept: &[i64],
-    free: &[i64],
-    usage: &HashMap<i64, u64>,
-    min: usize,
-    max: usize,
-    matching: usize,
-) -> Result<Vec<i64>, Shortage> {
-    let available = kept.len() + free.len();
-    if available < min {
-        return Err(Shortage {
-            matching,
-            free: available,
-        });
-    }
-    let mut chosen: Vec<i64> = kept.iter().copied().take(max).collect();
-    if chosen.len() < max {
-        let mut extra: Vec<i64> = free.to_vec();
-        extra.sort_unstable_by_key(|h| (usage.get(h).copied().unwrap_or(0), *h));
-        chosen.extend(extra.into_iter().take(max - chosen.len()));
-    }
-    Ok(chosen)
 }
 
 /// A host as the planner sees it.
@@ -79,8 +53,8 @@ pub enum PlanError {
     },
 }
 
-/// Chooses hosts for every reservation of a lease at once, so that no two reservations share a
-/// host. `busy` holds hosts booked by *other* leases in the window.
+/// Chooses hosts for every reservation of a lease at once. `busy` holds hosts booked by *other*
+/// leases in the window; `usage` counts current and future bookings per host.
 pub fn plan<C: Candidate>(
     hosts: &[C],
     busy: &HashSet<i64>,
@@ -93,21 +67,24 @@ pub fn plan<C: Candidate>(
         .flat_map(|n| n.held.iter().copied())
         .collect();
     let all_held: HashSet<i64> = needs.iter().flat_map(|n| n.held.iter().copied()).collect();
-    let mut out = Vec::with_capacity(needs.len());
+    let mut chosen: Vec<Vec<i64>> = Vec::with_capacity(needs.len());
+    // Per re-planned reservation: matching hosts, and the free ones it may newly take.
+    let mut matching: Vec<usize> = vec![0; needs.len()];
+    let mut candidates: Vec<Vec<i64>> = vec![Vec::new(); needs.len()];
     for (index, need) in needs.iter().enumerate() {
         if !need.replan {
-            out.push(need.held.to_vec());
+            chosen.push(need.held.to_vec());
             continue;
         }
-        let matching: HashSet<i64> = hosts
+        let m: HashSet<i64> = hosts
             .iter()
             .filter(|h| h.reservable() && need.filter.matches(*h))
             .map(Candidate::host_id)
             .collect();
-        let usable = |h: &i64| matching.contains(h) && !busy.contains(h) && !taken.contains(h);
+        let usable = |h: &i64| m.contains(h) && !busy.contains(h) && !taken.contains(h);
         if need.keep_held {
             if let Some(&host) = need.held.iter().find(|h| !usable(h)) {
-                let why = if !matching.contains(&host) {
+                let why = if !m.contains(&host) {
                     "no longer matches the reservation's filters"
                 } else {
                     "is booked by another lease in the new window"
@@ -123,19 +100,89 @@ pub fn plan<C: Candidate>(
                 });
             }
         }
-        let kept: Vec<i64> = need.held.iter().copied().filter(|h| usable(h)).collect();
-        let mut free: Vec<i64> = matching
+        let kept: Vec<i64> = need
+            .held
+            .iter()
+            .copied()
+            .filter(|h| usable(h))
+            .take(need.max)
+            .collect();
+        let mut free: Vec<i64> = m
             .iter()
             .copied()
             .filter(|h| usable(h) && !all_held.contains(h))
             .collect();
         free.sort_unstable();
-        let chosen = choose_hosts(&kept, &free, usage, need.min, need.max, matching.len())
-            .map_err(|shortage| PlanError::Shortage { index, shortage })?;
-        taken.extend(chosen.iter().copied());
-        out.push(chosen);
+        matching[index] = m.len();
+        candidates[index] = free;
+        chosen.push(kept);
     }
-    Ok(out)
+    taken.extend(chosen.iter().flatten().copied());
+
+    // How many re-planned reservations that still want hosts could use each host.
+    let wanting = |chosen: &[Vec<i64>], upto: fn(&Need<'_>) -> usize| -> HashMap<i64, u32> {
+        let mut d: HashMap<i64, u32> = HashMap::new();
+        for (i, need) in needs.iter().enumerate() {
+            if need.replan && chosen[i].len() < upto(need) {
+                for h in &candidates[i] {
+                    *d.entry(*h).or_default() += 1;
+                }
+            }
+        }
+        d
+    };
+    let pick = |i: usize,
+                count: usize,
+                chosen: &mut Vec<Vec<i64>>,
+                taken: &mut HashSet<i64>,
+                demand: &HashMap<i64, u32>| {
+        let mut pool: Vec<i64> = candidates[i]
+            .iter()
+            .copied()
+            .filter(|h| !taken.contains(h))
+            .collect();
+        pool.sort_unstable_by_key(|h| {
+            (
+                demand.get(h).copied().unwrap_or(0),
+                usage.get(h).copied().unwrap_or(0),
+                *h,
+            )
+        });
+        let got: Vec<i64> = pool.into_iter().take(count).collect();
+        taken.extend(got.iter().copied());
+        chosen[i].extend(got);
+    };
+
+    // Minimums first, the reservation with the fewest candidates first.
+    let mut order: Vec<usize> = (0..needs.len()).filter(|i| needs[*i].replan).collect();
+    order.sort_by_key(|i| (candidates[*i].len() + chosen[*i].len(), *i));
+    for &i in &order {
+        let missing = needs[i].min.saturating_sub(chosen[i].len());
+        if missing == 0 {
+            continue;
+        }
+        let demand = wanting(&chosen, |n| n.min);
+        pick(i, missing, &mut chosen, &mut taken, &demand);
+        if chosen[i].len() < needs[i].min {
+            return Err(PlanError::Shortage {
+                index: i,
+                shortage: Shortage {
+                    matching: matching[i],
+                    free: chosen[i].len(),
+                },
+            });
+        }
+    }
+    // Then up to the maximums, in request order.
+    for i in 0..needs.len() {
+        if !needs[i].replan || chosen[i].len() >= needs[i].max {
+            continue;
+        }
+        let demand = wanting(&chosen, |n| n.max);
+        let want = needs[i].max - chosen[i].len();
+        pick(i, want, &mut chosen, &mut taken, &demand);
+    }
+    Ok(chosen)
 }
 
 #[cfg(test)]
@@ -241,34 +288,56 @@ mod tests {
 
     #[test]
     fn takes_up_to_max_preferring_least_used_then_lowest_id() {
-        let usage = HashMap::from([(1, 3), (2, 0), (3, 1), (4, 0)]);
-        let got = choose_hosts(&[], &[1, 2, 3, 4], &usage, 1, 3, 4).unwrap();
-        assert_eq!(got, vec![2, 4, 3]);
+        let any = Filter::All;
+        let usage = HashMap::from([(1, 3), (2, 0), (3, 1), (5, 0)]);
+        let got = plan(&hosts(), &HashSet::new(), &usage, &[need(&any, 1, 3, &[])]).unwrap();
+        assert_eq!(got, vec![vec![2, 5, 3]]);
+        let got = plan(
+            &hosts(),
+            &HashSet::new(),
+            &HashMap::new(),
+            &[need(&any, 1, 10, &[])],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![vec![1, 2, 3, 5]],
+            "between min and max: what there is"
+        );
     }
 
     #[test]
     fn keeps_current_hosts_first() {
-        let got = choose_hosts(&[7], &[1, 2], &HashMap::new(), 1, 2, 3).unwrap();
-        assert_eq!(got, vec![7, 1]);
-        let got = choose_hosts(&[7, 8, 9], &[1], &HashMap::new(), 1, 2, 4).unwrap();
-        assert_eq!(got, vec![7, 8]);
+        let any = Filter::All;
+        let got = plan(
+            &hosts(),
+            &HashSet::new(),
+            &HashMap::new(),
+            &[need(&any, 1, 2, &[5])],
+        )
+        .unwrap();
+        assert_eq!(got, vec![vec![5, 1]]);
+        let got = plan(
+            &hosts(),
+            &HashSet::new(),
+            &HashMap::new(),
+            &[need(&any, 1, 2, &[5, 3, 2])],
+        )
+        .unwrap();
+        assert_eq!(got, vec![vec![5, 3]], "over max: the first held hosts stay");
     }
 
     #[test]
-    fn takes_what_there_is_between_min_and_max() {
-        let got = choose_hosts(&[], &[5, 6], &HashMap::new(), 1, 10, 2).unwrap();
-        assert_eq!(got, vec![5, 6]);
-    }
-
-    #[test]
-    fn reports_matching_and_free_counts_when_short() {
-        let err = choose_hosts(&[1], &[2], &HashMap::new(), 3, 3, 8).unwrap_err();
-        assert_eq!(
-            err,
-            Shortage {
-                matching: 8,
-                free: 2
-            }
-        );
+    fn a_specific_reservation_is_served_before_a_generic_one() {
+        let any = Filter::All;
+        let a = Filter::parse("f", r#"["==", "$rack", "a"]"#).unwrap();
+        let got = plan(
+            &hosts(),
+            &HashSet::new(),
+            &HashMap::new(),
+            &[need(&any, 1, 3, &[]), need(&a, 2, 2, &[])],
+        )
+        .unwrap();
+        assert_eq!(got, vec![vec![3, 5], vec![1, 2]]);
     }
 }

@@ -26,7 +26,7 @@ pub enum DomainError {
     MalformedRequirements { name: String, reason: String },
     #[error("Invalid values for min/max of hosts: {0}")]
     InvalidRange(String),
-    #[error("The {0} resource type is not supported")]
+    #[error("The {0} resource type is not supported; this server reserves physical:host")]
     UnsupportedResourceType(String),
 
     #[error("Lease {0} not found")]

@@ -335,8 +335,7 @@ pub fn check_resource_type(resource_type: &str) -> Result<(), DomainError> {
         return Err(DomainError::UnsupportedResourceType(
             input::printable(resource_type, 40)
                 .trim_matches('\'')
-                .to_string()
-                + &format!(" (supported: {PHYSICAL_HOST})"),
+                .to_string(),
         ));
     }
     Ok(())

@@ -1,0 +1,257 @@
+//! `spawn_app` and request helpers shared by the HTTP tests.
+
+use std::sync::Arc;
+
+use blazar_server::{app::Application, clock::ManualClock, config::Settings, service::Services};
+use chrono::{NaiveDate, NaiveDateTime};
+use reqwest::{Method, header::HeaderMap};
+use serde_json::{Value, json};
+
+/// The manual clock starts here: 2030-01-01 12:00:00 UTC.
+pub fn t0() -> NaiveDateTime {
+    NaiveDate::from_ymd_opt(2030, 1, 1)
+        .unwrap()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    /// The running app's services, for tests that look below the API.
+    #[allow(dead_code)]
+    pub services: Arc<Services>,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Resp {
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        self
+    }
+
+    /// Asserts an error envelope with this status, and returns its message.
+    #[track_caller]
+    pub fn expect_error(self, status: u16) -> String {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_envelope(&self, status);
+        self.body["error_message"].as_str().unwrap().to_string()
+    }
+}
+
+/// Checks the error envelope shape and the request id header.
+#[track_caller]
+pub fn assert_envelope(r: &Resp, status: u16) {
+    let b = &r.body;
+    assert_eq!(b["error_code"], json!(status), "envelope: {}", r.text);
+    assert!(
+        b["error_message"].as_str().is_some_and(|m| !m.is_empty()),
+        "envelope: {}",
+        r.text
+    );
+    assert!(
+        b["error_name"].as_str().is_some_and(|m| !m.is_empty()),
+        "envelope: {}",
+        r.text
+    );
+    assert_eq!(b.as_object().unwrap().len(), 3, "envelope: {}", r.text);
+    let rid = r
+        .headers
+        .get("x-openstack-request-id")
+        .expect("request id header");
+    assert!(rid.to_str().unwrap().starts_with("req-"));
+    assert!(
+        r.headers
+            .get("content-type")
+            .is_some_and(|c| c.to_str().unwrap().starts_with("application/json")),
+        "content type of an error"
+    );
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        bind: "127.0.0.1:0".into(),
+        database_url: format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("blazar.db").display()
+        ),
+        log_filter: "warn".into(),
+        ..Settings::default()
+    };
+    configure(&mut settings);
+    let clock = Arc::new(ManualClock::new(t0()));
+    let app = Application::build(settings, clock.clone()).await.unwrap();
+    let base = format!("http://{}", app.addr());
+    let services = app.services();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        clock,
+        services,
+        _dir: dir,
+        _shutdown: tx,
+    }
+}
+
+impl TestApp {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.raw(Method::GET, path, &[("accept", "application/json")], None)
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.raw(Method::DELETE, path, &[], None).await
+    }
+
+    pub async fn send_json(&self, method: Method, path: &str, body: &Value) -> Resp {
+        self.raw(
+            method,
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json"),
+            ],
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.send_json(Method::POST, path, body).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Resp {
+        self.send_json(Method::PUT, path, body).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Resp {
+        self.send_json(Method::PATCH, path, body).await
+    }
+
+    /// Enrols a host; returns it.
+    pub async fn host(&self, name: &str, extra: Value) -> Value {
+        let mut body = json!({ "name": name });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        self.post("/v1/os-hosts", &body).await.expect(202).body["host"].clone()
+    }
+
+    /// Creates a lease of `min..=max` hosts matching `filter` (resource_properties) for the window.
+    pub async fn lease(
+        &self,
+        name: &str,
+        start: &str,
+        end: &str,
+        min: i64,
+        max: i64,
+        filter: &str,
+    ) -> Resp {
+        self.post(
+            "/v1/leases",
+            &lease_body(name, start, end, min, max, filter),
+        )
+        .await
+    }
+
+    /// Everything a client can see, for "nothing changed" checks.
+    pub async fn snapshot(&self) -> Value {
+        json!({
+            "leases": self.get("/v1/leases").await.expect(200).body,
+            "hosts": self.get("/v1/os-hosts").await.expect(200).body,
+            "allocations": self.get("/v1/os-hosts/allocations").await.expect(200).body,
+            "properties": self.get("/v1/os-hosts/properties?detail=True&all=True").await.expect(200).body,
+        })
+    }
+
+    /// Host ids held by a lease, from the allocations endpoint.
+    pub async fn hosts_of(&self, lease_id: &str) -> Vec<String> {
+        let all = self
+            .get(&format!("/v1/os-hosts/allocations?lease_id={lease_id}"))
+            .await
+            .expect(200);
+        let mut out: Vec<String> = all.body["allocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| !a["reservations"].as_array().unwrap().is_empty())
+            .map(|a| a["resource_id"].as_str().unwrap().to_string())
+            .collect();
+        out.sort_by_key(|s| s.parse::<i64>().unwrap());
+        out
+    }
+}
+
+pub fn lease_body(name: &str, start: &str, end: &str, min: i64, max: i64, filter: &str) -> Value {
+    json!({
+        "name": name,
+        "start_date": start,
+        "end_date": end,
+        "reservations": [{
+            "resource_type": "physical:host",
+            "min": min,
+            "max": max,
+            "hypervisor_properties": "",
+            "resource_properties": filter,
+        }],
+        "events": []
+    })
+}
