@@ -133,7 +133,7 @@ async fn seed_lease_examples_replay_with_the_same_shapes() {
     assert_eq!(listed.body["leases"][0], shown.body["lease"]);
 
     // 2.4 update (the seed's request, with our reservation id)
-    app.clock.advance(chrono::TimeDelta::minutes(6));
+    app.clock().advance(chrono::TimeDelta::minutes(6));
     let mut update = to_2030(&fixture("lease-update-request"));
     update["reservations"][0]["id"] = r["id"].clone();
     let updated = app

@@ -269,7 +269,7 @@ async fn allocations_list_and_show() {
             .iter()
             .all(|a| a["reservations"] == json!([]))
     );
-    app.clock.set(
+    app.clock().set(
         chrono::NaiveDate::from_ymd_opt(2030, 1, 7)
             .unwrap()
             .and_hms_opt(0, 0, 0)

@@ -102,7 +102,7 @@ async fn identity_headers_are_stored_on_the_lease_and_defaults_apply() {
 #[tokio::test]
 async fn start_now_is_truncated_to_the_minute() {
     let app = spawn_app().await;
-    app.clock.advance(TimeDelta::seconds(42));
+    app.clock().advance(TimeDelta::seconds(42));
     let r = app
         .post(
             "/v1/leases",
@@ -764,7 +764,7 @@ async fn started_and_terminated_leases() {
         .expect(202);
     let id = id_of(&a);
     let path = format!("/v1/leases/{id}");
-    app.clock.advance(TimeDelta::hours(2)); // 14:00, inside the lease
+    app.clock().advance(TimeDelta::hours(2)); // 14:00, inside the lease
     let msg = app
         .put(
             &path,
@@ -776,7 +776,7 @@ async fn started_and_terminated_leases() {
     app.put(&path, &json!({"end_date": "2030-01-01 16:00"}))
         .await
         .expect(202);
-    app.clock.advance(TimeDelta::hours(3)); // 17:00, after the end
+    app.clock().advance(TimeDelta::hours(3)); // 17:00, after the end
     let msg = app
         .put(&path, &json!({"end_date": "2030-01-01 19:00"}))
         .await

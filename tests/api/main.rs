@@ -4,6 +4,7 @@
 mod concurrency;
 mod contract;
 mod errors;
+#[path = "../support/mod.rs"]
 mod helpers;
 mod hosts;
 mod leases;

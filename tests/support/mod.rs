@@ -1,8 +1,21 @@
-//! `spawn_app` and request helpers shared by the HTTP tests.
+//! Shared by the test binaries: `spawn_app` (the real app on port 0 with a fresh database and a
+//! manual clock), HTTP helpers, and the tools that external-client tests need (Python virtualenvs,
+//! commands with their output shown on failure).
+#![allow(dead_code)]
 
-use std::sync::Arc;
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{Arc, Mutex},
+};
 
-use blazar_server::{app::Application, clock::ManualClock, config::Settings, service::Services};
+use blazar_server::{
+    app::Application,
+    clock::{ManualClock, SharedClock, SystemClock},
+    config::Settings,
+    service::Services,
+};
 use chrono::{NaiveDate, NaiveDateTime};
 use reqwest::{Method, header::HeaderMap};
 use serde_json::{Value, json};
@@ -18,7 +31,7 @@ pub fn t0() -> NaiveDateTime {
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub clock: Arc<ManualClock>,
+    manual_clock: Option<Arc<ManualClock>>,
     /// The running app's services, for tests that look below the API.
     #[allow(dead_code)]
     pub services: Arc<Services>,
@@ -92,7 +105,22 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }
 
+/// The app with a manual clock starting at [`t0`].
 pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let clock = Arc::new(ManualClock::new(t0()));
+    spawn_clocked(configure, clock.clone(), Some(clock)).await
+}
+
+/// The app on the real clock, for tests that drive it with external clients.
+pub async fn spawn_live(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_clocked(configure, Arc::new(SystemClock), None).await
+}
+
+async fn spawn_clocked(
+    configure: impl FnOnce(&mut Settings),
+    clock: SharedClock,
+    manual_clock: Option<Arc<ManualClock>>,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
@@ -104,8 +132,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         ..Settings::default()
     };
     configure(&mut settings);
-    let clock = Arc::new(ManualClock::new(t0()));
-    let app = Application::build(settings, clock.clone()).await.unwrap();
+    let app = Application::build(settings, clock).await.unwrap();
     let base = format!("http://{}", app.addr());
     let services = app.services();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -115,7 +142,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         base,
         client: reqwest::Client::new(),
-        clock,
+        manual_clock,
         services,
         _dir: dir,
         _shutdown: tx,
@@ -123,6 +150,13 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl TestApp {
+    /// The manual clock (panics for an app on the real clock).
+    pub fn clock(&self) -> &ManualClock {
+        self.manual_clock
+            .as_ref()
+            .expect("this app runs on the real clock")
+    }
+
     pub async fn raw(
         &self,
         method: Method,
@@ -254,4 +288,52 @@ pub fn lease_body(name: &str, start: &str, end: &str, min: i64, max: i64, filter
         }],
         "events": []
     })
+}
+
+/// Where test tools (virtualenvs, node modules, screenshots) live: under target/, reused between
+/// runs on one machine, rebuilt on a fresh clone.
+pub fn tool_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a command to completion; panics with its output when it fails.
+#[track_caller]
+pub fn run(cmd: &mut Command) -> Output {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{shown} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// A Python virtualenv with exactly these (pinned) packages, created on first use and reused while
+/// the package list is unchanged. Installing needs PyPI; a failure fails the test loudly.
+pub fn python_env(name: &str, packages: &[&str]) -> PathBuf {
+    static IN_PROCESS: Mutex<()> = Mutex::new(());
+    let _guard = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tool_dir("venvs").join(name);
+    let lock = File::create(tool_dir("venvs").join(format!("{name}.lock"))).unwrap();
+    lock.lock().unwrap(); // other test processes wait here
+    let marker = dir.join(".installed");
+    let wanted = packages.join("\n");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
+    run(Command::new(dir.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages));
+    std::fs::write(&marker, wanted).unwrap();
+    dir
 }
