@@ -11,11 +11,18 @@ use poem::{
     middleware::CatchPanic,
 };
 
+use tokio::sync::{Notify, watch};
+
 use crate::{
     api::{self, pipeline::Pipeline},
     clock::SharedClock,
     config::{ConfigError, Settings},
     db::Db,
+    jobs::{
+        driver::{ResourceDriver, StandaloneDriver},
+        notify::{Notifier, RetryPolicy},
+        runner::Runner,
+    },
     service::{Services, StandaloneFacts},
 };
 
@@ -82,19 +89,40 @@ pub struct Application {
     addr: SocketAddr,
     acceptor: poem::listener::TcpAcceptor,
     services: Arc<Services>,
+    runner: Arc<Runner>,
 }
 
 impl Application {
     /// Opens the database, builds the services and binds the listener.
     pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, AppError> {
+        Self::build_with_driver(settings, clock, Arc::new(StandaloneDriver)).await
+    }
+
+    /// As [`Application::build`], with another resource driver (tests inject failures this way).
+    pub async fn build_with_driver(
+        settings: Settings,
+        clock: SharedClock,
+        driver: Arc<dyn ResourceDriver>,
+    ) -> Result<Self, AppError> {
         settings.validate()?;
         let db = open_database(&settings).await?;
+        let notifier = Notifier::start(
+            settings.notify_urls.clone(),
+            RetryPolicy {
+                max_attempts: settings.notify_max_attempts,
+                first_backoff: Duration::from_millis(settings.notify_backoff_ms),
+            },
+        );
         let services = Arc::new(Services {
             db: Arc::new(db),
             clock,
             settings: Arc::new(settings.clone()),
             facts: Arc::new(StandaloneFacts),
+            driver,
+            notifier,
+            wake: Arc::new(Notify::new()),
         });
+        let runner = Arc::new(Runner::new(services.clone()));
         let acceptor = TcpListener::bind(settings.bind.clone())
             .into_acceptor()
             .await
@@ -114,6 +142,7 @@ impl Application {
             addr,
             acceptor,
             services,
+            runner,
         })
     }
 
@@ -129,19 +158,38 @@ impl Application {
         self.services.clone()
     }
 
-    /// Serves until `shutdown` resolves; requests in flight then get up to 30 s to finish.
+    /// The lease event runner (tests drive it with `run_due(now)`).
+    pub fn runner(&self) -> Arc<Runner> {
+        self.runner.clone()
+    }
+
+    /// Serves (and, unless disabled, runs lease events) until `shutdown` resolves; then requests
+    /// in flight get up to 30 s to finish and the runner stops between two events.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tracing::info!(addr = %self.addr, "serving");
-        Server::new_with_acceptor(self.acceptor)
+        tracing::info!(addr = %self.addr, runner = self.services.settings.runner, "serving");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let runner = self
+            .services
+            .settings
+            .runner
+            .then(|| tokio::spawn(self.runner.clone().run(stop_rx)));
+        let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 routes(self.services),
-                shutdown,
+                async move {
+                    shutdown.await;
+                    let _ = stop_tx.send(true);
+                },
                 Some(Duration::from_secs(30)),
             )
-            .await
+            .await;
+        if let Some(task) = runner {
+            let _ = task.await;
+        }
+        result
     }
 }
 

@@ -32,6 +32,20 @@ pub struct Settings {
     pub default_roles: String,
     /// tracing-subscriber filter, e.g. `info` or `blazar_server=debug,info`.
     pub log_filter: String,
+    /// Run the lease lifecycle runner in this process (`--no-runner` turns it off, so that API
+    /// and runner instances can scale separately).
+    pub runner: bool,
+    /// Seconds a runner's claim on an event lasts; after that another runner (or this one after a
+    /// restart) takes the event over.
+    pub event_claim_seconds: u64,
+    /// Name of this instance in event claims and logs; default: hostname-pid.
+    pub instance_name: Option<String>,
+    /// Webhook URLs that receive a JSON POST for every lease event and lease change.
+    pub notify_urls: Vec<String>,
+    /// Delivery attempts per notification and URL (with exponential backoff).
+    pub notify_max_attempts: u32,
+    /// First retry delay of a notification, in milliseconds (doubles each attempt).
+    pub notify_backoff_ms: u64,
 }
 
 impl Default for Settings {
@@ -48,6 +62,12 @@ impl Default for Settings {
             default_user_id: "admin".into(),
             default_roles: "admin".into(),
             log_filter: "info".into(),
+            runner: true,
+            event_claim_seconds: 30,
+            instance_name: None,
+            notify_urls: Vec::new(),
+            notify_max_attempts: 5,
+            notify_backoff_ms: 500,
         }
     }
 }
@@ -90,6 +110,33 @@ pub struct SettingsLayer {
     /// Log filter (RUST_LOG overrides it) [default: info]
     #[arg(long, global = true, env = "BLAZAR_LOG")]
     pub log_filter: Option<String>,
+    /// Do not run the lease lifecycle runner in this process
+    #[arg(long = "no-runner", global = true, env = "BLAZAR_NO_RUNNER")]
+    #[serde(skip)]
+    pub no_runner: bool,
+    /// TOML only: `runner = false` is the same as --no-runner
+    #[arg(skip)]
+    pub runner: Option<bool>,
+    /// Seconds an event claim lasts before another runner may take it over [default: 30]
+    #[arg(long, global = true, env = "BLAZAR_EVENT_CLAIM_SECONDS")]
+    pub event_claim_seconds: Option<u64>,
+    /// Name of this instance in event claims [default: hostname-pid]
+    #[arg(long, global = true, env = "BLAZAR_INSTANCE_NAME")]
+    pub instance_name: Option<String>,
+    /// Webhook URL for lease notifications (repeatable; comma-separated in the environment)
+    #[arg(
+        long = "notify-url",
+        global = true,
+        env = "BLAZAR_NOTIFY_URLS",
+        value_delimiter = ','
+    )]
+    pub notify_urls: Option<Vec<String>>,
+    /// Delivery attempts per notification and URL [default: 5]
+    #[arg(long, global = true, env = "BLAZAR_NOTIFY_MAX_ATTEMPTS")]
+    pub notify_max_attempts: Option<u32>,
+    /// First notification retry delay in ms, doubling each attempt [default: 500]
+    #[arg(long, global = true, env = "BLAZAR_NOTIFY_BACKOFF_MS")]
+    pub notify_backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +172,14 @@ impl SettingsLayer {
 impl Settings {
     /// Applies a layer on top of these settings.
     pub fn apply(&mut self, layer: SettingsLayer) {
+        if layer.no_runner {
+            self.runner = false;
+        } else if let Some(r) = layer.runner {
+            self.runner = r;
+        }
+        if let Some(name) = layer.instance_name {
+            self.instance_name = Some(name);
+        }
         macro_rules! take {
             ($($field:ident),*) => {
                 $(if let Some(v) = layer.$field { self.$field = v; })*
@@ -141,7 +196,11 @@ impl Settings {
             default_project_id,
             default_user_id,
             default_roles,
-            log_filter
+            log_filter,
+            event_claim_seconds,
+            notify_urls,
+            notify_max_attempts,
+            notify_backoff_ms
         );
     }
 
@@ -174,6 +233,22 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "max_reservations_per_lease",
                 message: "must be at least 1".into(),
+            });
+        }
+        if !(1..=86_400).contains(&self.event_claim_seconds) {
+            return Err(ConfigError::Invalid {
+                name: "event_claim_seconds",
+                message: "must be between 1 and 86400".into(),
+            });
+        }
+        if let Some(bad) = self
+            .notify_urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(ConfigError::Invalid {
+                name: "notify_urls",
+                message: format!("{bad:?} is not an http(s) URL"),
             });
         }
         if self.db_max_connections == 0 {

@@ -9,6 +9,7 @@
 //! - [`service`] runs each operation in a database transaction over the sea-orm entities.
 //! - [`domain`] holds the pure rules: input dates, validation, the filter language, host choice,
 //!   statuses and events. It never touches the database and never reads the clock.
+//! - [`jobs`] runs the lease lifecycle: the event runner, resource drivers, notifications.
 //! - [`clock`] is the only place that reads the wall clock; [`config`] the layered settings.
 
 pub mod api;
@@ -17,4 +18,5 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod jobs;
 pub mod service;

@@ -12,6 +12,15 @@ pub struct Model {
     pub status: String,
     pub created_at: DateTime,
     pub updated_at: Option<DateTime>,
+    /// The runner instance that claimed the event (while IN_PROGRESS).
+    pub claimed_by: Option<String>,
+    pub claimed_at: Option<DateTime>,
+    /// After this, another runner may take the event over (its claimant is presumed dead).
+    pub claim_expires_at: Option<DateTime>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    /// When the event finished (full precision, for lateness measurements).
+    pub done_at: Option<DateTime>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

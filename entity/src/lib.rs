@@ -3,7 +3,9 @@
 //! Times are naive UTC (`DateTime` is `chrono::NaiveDateTime`), as in upstream Blazar.
 
 pub mod allocation;
+pub mod driver_action;
 pub mod event;
+pub mod event_run;
 pub mod host;
 pub mod host_capability;
 pub mod lease;
@@ -12,7 +14,9 @@ pub mod resource_property;
 
 pub mod prelude {
     pub use super::allocation::Entity as Allocation;
+    pub use super::driver_action::Entity as DriverAction;
     pub use super::event::Entity as Event;
+    pub use super::event_run::Entity as EventRun;
     pub use super::host::Entity as Host;
     pub use super::host_capability::Entity as HostCapability;
     pub use super::lease::Entity as Lease;

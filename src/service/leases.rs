@@ -21,6 +21,10 @@ use crate::domain::{
     input::{Object, printable},
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
 };
+use crate::jobs::{
+    driver::{DriverError, ReservationHosts},
+    notify::lease_payload,
+};
 
 /// A lease with its reservations (in request order) and events (start, end, before-end).
 #[derive(Debug, Clone)]
@@ -158,6 +162,7 @@ impl Services {
         insert_all::<event::Entity, _>(&*txn, &events).await?;
         txn.commit().await?;
         tracing::info!(lease_id = %lease.id, hosts = ?chosen, "lease created");
+        self.changed("lease.create", &lease, now);
         Ok(LeaseDetail {
             lease,
             reservations,
@@ -194,6 +199,7 @@ impl Services {
                 .await?
                 .remove(0);
             txn.commit().await?;
+            self.changed("lease.update", &detail.lease, now);
             return Ok(detail);
         }
 
@@ -303,13 +309,31 @@ impl Services {
                         .exec(&*txn)
                         .await?;
                 }
-                let added: Vec<allocation::ActiveModel> = hosts
+                let added: Vec<i64> = hosts
                     .iter()
+                    .copied()
                     .filter(|h| !before.contains(h))
-                    .map(|h| new_allocation(*h, r, start, end, stamp))
                     .collect();
                 if !added.is_empty() {
-                    allocation::Entity::insert_many(added).exec(&*txn).await?;
+                    allocation::Entity::insert_many(
+                        added
+                            .iter()
+                            .map(|h| new_allocation(*h, r, start, end, stamp)),
+                    )
+                    .exec(&*txn)
+                    .await?;
+                    // A running reservation that grows gets its new hosts at once.
+                    if r.status == ReservationStatus::Active.as_str() {
+                        let rh = ReservationHosts {
+                            lease: &old,
+                            reservation: r,
+                            hosts: &added,
+                        };
+                        self.driver
+                            .assign(&txn, rh, now)
+                            .await
+                            .map_err(driver_error)?;
+                    }
                 }
             }
         }
@@ -338,7 +362,14 @@ impl Services {
             .await?
             .remove(0);
         txn.commit().await?;
+        self.changed("lease.update", &detail.lease, now);
         Ok(detail)
+    }
+
+    /// After a committed change: notify subscribers and let the runner re-plan its sleep.
+    fn changed(&self, kind: &str, lease: &lease::Model, now: NaiveDateTime) {
+        self.notifier.emit(lease_payload(kind, lease, None, now));
+        self.wake.notify_one();
     }
 
     /// Moves the lease's events to the new window; a before-end event that already fired and now
@@ -401,6 +432,7 @@ impl Services {
     }
 
     pub async fn delete_lease(&self, caller: &Caller, id: &str) -> Result<(), DomainError> {
+        let now = self.clock.now();
         let txn = self.db.write().await?;
         let lease = find_lease(&*txn, caller, id).await?;
         let status = LeaseStatus::parse(&lease.status).unwrap_or(LeaseStatus::Error);
@@ -411,14 +443,46 @@ impl Services {
                 status.as_str()
             )));
         }
+        // Running reservations hand their hosts back first, in the same transaction.
+        let running = reservation::Entity::find()
+            .filter(reservation::Column::LeaseId.eq(&lease.id))
+            .filter(reservation::Column::Status.eq(ReservationStatus::Active.as_str()))
+            .all(&*txn)
+            .await?;
+        for r in &running {
+            let hosts: Vec<i64> = allocation::Entity::find()
+                .filter(allocation::Column::ReservationId.eq(&r.id))
+                .all(&*txn)
+                .await?
+                .into_iter()
+                .map(|a| a.host_id)
+                .collect();
+            let rh = ReservationHosts {
+                lease: &lease,
+                reservation: r,
+                hosts: &hosts,
+            };
+            self.driver
+                .release(&txn, rh, now)
+                .await
+                .map_err(driver_error)?;
+        }
         // Reservations, events and allocations go with it (ON DELETE CASCADE): the hosts are free
-        // as soon as this commits.
+        // and the events will never run, as soon as this commits.
         lease::Entity::delete_by_id(lease.id.clone())
             .exec(&*txn)
             .await?;
         txn.commit().await?;
         tracing::info!(lease_id = %lease.id, "lease deleted");
+        self.changed("lease.delete", &lease, now);
         Ok(())
+    }
+}
+
+fn driver_error(e: DriverError) -> DomainError {
+    match e {
+        DriverError::Database(db) => DomainError::Database(db),
+        DriverError::Failed(why) => DomainError::Internal(format!("resource driver: {why}")),
     }
 }
 
@@ -527,6 +591,12 @@ fn new_event(
         status: EventStatus::Undone.as_str().into(),
         created_at: stamp,
         updated_at: None,
+        claimed_by: None,
+        claimed_at: None,
+        claim_expires_at: None,
+        attempts: 0,
+        last_error: None,
+        done_at: None,
     }
 }
 

@@ -10,7 +10,15 @@ pub mod placement;
 
 use std::sync::Arc;
 
-use crate::{clock::SharedClock, config::Settings, db::Db, domain::lease::Limits};
+use tokio::sync::Notify;
+
+use crate::{
+    clock::SharedClock,
+    config::Settings,
+    db::Db,
+    domain::lease::Limits,
+    jobs::{driver::ResourceDriver, notify::Notifier},
+};
 
 pub use facts::{HostFactSource, StandaloneFacts};
 
@@ -28,13 +36,18 @@ impl Caller {
     }
 }
 
-/// Everything an operation needs: the database, the clock, the settings and the host fact source.
+/// Everything an operation needs: the database, the clock, the settings, the host fact source,
+/// the resource driver, the notifier, and the bell that wakes the event runner.
 #[derive(Clone)]
 pub struct Services {
     pub db: Arc<Db>,
     pub clock: SharedClock,
     pub settings: Arc<Settings>,
     pub facts: Arc<dyn HostFactSource>,
+    pub driver: Arc<dyn ResourceDriver>,
+    pub notifier: Notifier,
+    /// Rung after every lease change, so the runner re-reads when the next event is due.
+    pub wake: Arc<Notify>,
 }
 
 impl Services {

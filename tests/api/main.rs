@@ -8,3 +8,4 @@ mod errors;
 mod helpers;
 mod hosts;
 mod leases;
+mod lifecycle;

@@ -14,6 +14,10 @@ use blazar_server::{
     app::Application,
     clock::{ManualClock, SharedClock, SystemClock},
     config::Settings,
+    jobs::{
+        driver::{ResourceDriver, StandaloneDriver},
+        runner::Runner,
+    },
     service::Services,
 };
 use chrono::{NaiveDate, NaiveDateTime};
@@ -33,8 +37,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     manual_clock: Option<Arc<ManualClock>>,
     /// The running app's services, for tests that look below the API.
-    #[allow(dead_code)]
     pub services: Arc<Services>,
+    /// The event runner; manual-clock apps do not run it in the background: tests call
+    /// `run_due(now)`.
+    pub runner: Arc<Runner>,
     _dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -105,21 +111,41 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }
 
-/// The app with a manual clock starting at [`t0`].
+/// The app with a manual clock starting at [`t0`] and no background runner.
 pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let clock = Arc::new(ManualClock::new(t0()));
-    spawn_clocked(configure, clock.clone(), Some(clock)).await
+    spawn_with_driver(configure, Arc::new(StandaloneDriver)).await
 }
 
-/// The app on the real clock, for tests that drive it with external clients.
+/// As [`spawn_with`], with another resource driver.
+pub async fn spawn_with_driver(
+    configure: impl FnOnce(&mut Settings),
+    driver: Arc<dyn ResourceDriver>,
+) -> TestApp {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let configure = |s: &mut Settings| {
+        s.runner = false;
+        configure(s)
+    };
+    spawn_clocked(configure, clock.clone(), Some(clock), driver).await
+}
+
+/// The app on the real clock, with its background runner, for tests that drive it with external
+/// clients or real time.
 pub async fn spawn_live(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_clocked(configure, Arc::new(SystemClock), None).await
+    spawn_clocked(
+        configure,
+        Arc::new(SystemClock),
+        None,
+        Arc::new(StandaloneDriver),
+    )
+    .await
 }
 
 async fn spawn_clocked(
     configure: impl FnOnce(&mut Settings),
     clock: SharedClock,
     manual_clock: Option<Arc<ManualClock>>,
+    driver: Arc<dyn ResourceDriver>,
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
@@ -132,9 +158,12 @@ async fn spawn_clocked(
         ..Settings::default()
     };
     configure(&mut settings);
-    let app = Application::build(settings, clock).await.unwrap();
+    let app = Application::build_with_driver(settings, clock, driver)
+        .await
+        .unwrap();
     let base = format!("http://{}", app.addr());
     let services = app.services();
+    let runner = app.runner();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run(async {
         let _ = rx.await;
@@ -144,12 +173,21 @@ async fn spawn_clocked(
         client: reqwest::Client::new(),
         manual_clock,
         services,
+        runner,
         _dir: dir,
         _shutdown: tx,
     }
 }
 
 impl TestApp {
+    /// Runs the events due at the manual clock's time.
+    pub async fn run_due(&self) -> blazar_server::jobs::runner::RunReport {
+        self.runner
+            .run_due(blazar_server::clock::Clock::now(self.clock()))
+            .await
+            .unwrap()
+    }
+
     /// The manual clock (panics for an app on the real clock).
     pub fn clock(&self) -> &ManualClock {
         self.manual_clock

@@ -1,0 +1,525 @@
+//! The lease lifecycle on a manual clock: every transition, before-end actions, updates and deletes
+//! around the events, several due events at once, a failing driver, and crash recovery.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use blazar_server::jobs::driver::{
+    DriverError, ReservationHosts, ResourceDriver, StandaloneDriver,
+};
+use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
+use entity::{driver_action, event, event_run, lease};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder,
+};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn at(day: u32, h: u32, m: u32) -> NaiveDateTime {
+    NaiveDate::from_ymd_opt(2030, 1, day)
+        .unwrap()
+        .and_hms_opt(h, m, 0)
+        .unwrap()
+}
+
+async fn lease_of(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/leases/{id}")).await.expect(200).body["lease"].clone()
+}
+
+fn event_status(lease: &Value, kind: &str) -> String {
+    lease["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == kind)
+        .map(|e| e["status"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| "absent".into())
+}
+
+async fn actions(app: &TestApp, lease_id: &str) -> Vec<(i64, String)> {
+    driver_action::Entity::find()
+        .filter(driver_action::Column::LeaseId.eq(lease_id))
+        .order_by_asc(driver_action::Column::Id)
+        .all(app.services.db.conn())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.host_id, a.action))
+        .collect()
+}
+
+async fn runs(app: &TestApp, lease_id: &str) -> Vec<(String, String)> {
+    event_run::Entity::find()
+        .filter(event_run::Column::LeaseId.eq(lease_id))
+        .order_by_asc(event_run::Column::Id)
+        .all(app.services.db.conn())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.event_type, r.outcome))
+        .collect()
+}
+
+async fn create(app: &TestApp, body: Value) -> String {
+    app.post("/v1/leases", &body).await.expect(202).body["lease"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_lease_goes_pending_active_terminated_and_frees_its_hosts() {
+    let app = spawn_app().await;
+    app.host("c1", json!({})).await;
+    let id = create(
+        &app,
+        lease_body("l", "2030-01-01 13:00", "2030-01-02 13:00", 1, 1, ""),
+    )
+    .await;
+    let l = lease_of(&app, &id).await;
+    assert_eq!(l["status"], "PENDING");
+
+    app.clock().set(at(1, 12, 59));
+    assert_eq!(app.run_due().await.done, 0, "nothing is due yet");
+
+    app.clock().set(at(1, 13, 0));
+    assert_eq!(app.run_due().await.done, 1);
+    let l = lease_of(&app, &id).await;
+    assert_eq!(l["status"], "ACTIVE");
+    assert_eq!(l["action"], "START");
+    assert_eq!(l["status_reason"], "Lease started: hosts 1 assigned");
+    assert_eq!(l["reservations"][0]["status"], "active");
+    assert_eq!(event_status(&l, "start_lease"), "DONE");
+    assert_eq!(event_status(&l, "end_lease"), "UNDONE");
+
+    app.clock().set(at(2, 12, 0));
+    assert_eq!(app.run_due().await.done, 1);
+    let l = lease_of(&app, &id).await;
+    assert_eq!(l["status"], "ACTIVE", "before-end changes no status");
+    assert_eq!(l["action"], "BEFORE_END");
+    assert_eq!(
+        l["status_reason"],
+        "Before-end action none taken on hosts 1"
+    );
+    assert_eq!(event_status(&l, "before_end_lease"), "DONE");
+
+    app.clock().set(at(2, 13, 0));
+    assert_eq!(app.run_due().await.done, 1);
+    let l = lease_of(&app, &id).await;
+    assert_eq!(l["status"], "TERMINATED");
+    assert_eq!(l["action"], "END");
+    assert_eq!(l["status_reason"], "Lease ended: hosts 1 released");
+    assert_eq!(l["reservations"][0]["status"], "deleted");
+    assert!(
+        l["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == "DONE")
+    );
+    assert_eq!(
+        actions(&app, &id).await,
+        vec![
+            (1, "assign".into()),
+            (1, "none".into()),
+            (1, "release".into())
+        ]
+    );
+    assert_eq!(runs(&app, &id).await.len(), 3, "each event ran once");
+    // The host is free again: a lease from now on gets it, and the host can be deleted.
+    create(
+        &app,
+        lease_body("next", "2030-01-02 13:00", "2030-01-03 13:00", 1, 1, ""),
+    )
+    .await;
+    assert_eq!(app.run_due().await.done, 1, "the next lease starts");
+    assert_eq!(app.run_due().await.done, 0, "nothing runs twice");
+}
+
+#[tokio::test]
+async fn before_end_actions_per_reservation() {
+    let app = spawn_with(|s| s.default_before_end_action = "snapshot".into()).await;
+    for i in 1..=3 {
+        app.host(&format!("c{i}"), json!({})).await;
+    }
+    let mut body = lease_body("b", "2030-01-01 13:00", "2030-01-01 18:00", 1, 1, "");
+    let r = body["reservations"][0].clone();
+    let with = |v: &str| {
+        let mut x = r.clone();
+        x["before_end"] = json!(v);
+        x
+    };
+    body["reservations"] = json!([with(""), with("default"), with("snapshot")]);
+    body["before_end_date"] = json!("2030-01-01 15:30");
+    let id = create(&app, body).await;
+    let l = lease_of(&app, &id).await;
+    assert_eq!(l["events"][2]["time"], "2030-01-01T15:30:00.000000");
+    app.clock().set(at(1, 13, 0));
+    app.run_due().await;
+    app.clock().set(at(1, 15, 29));
+    assert_eq!(app.run_due().await.done, 0);
+    app.clock().set(at(1, 15, 30));
+    assert_eq!(app.run_due().await.done, 1);
+    let l = lease_of(&app, &id).await;
+    assert_eq!(
+        l["status_reason"],
+        "Before-end action none, snapshot taken on hosts 1, 2, 3"
+    );
+    let acts = actions(&app, &id).await;
+    let before_end: Vec<&(i64, String)> = acts.iter().filter(|(_, a)| a != "assign").collect();
+    assert_eq!(
+        before_end,
+        vec![
+            &(1, "none".to_string()),
+            &(2, "snapshot".to_string()),
+            &(3, "snapshot".to_string())
+        ],
+        "'' does nothing, default means the configured snapshot, snapshot snapshots"
+    );
+}
+
+#[tokio::test]
+async fn updates_move_the_events() {
+    let app = spawn_app().await;
+    app.host("c1", json!({})).await;
+    let id = create(
+        &app,
+        lease_body("u", "2030-01-01 13:00", "2030-01-02 13:00", 1, 1, ""),
+    )
+    .await;
+    let path = format!("/v1/leases/{id}");
+    // Before the start: move start and end.
+    app.put(
+        &path,
+        &json!({"start_date": "2030-01-01 14:00", "end_date": "2030-01-02 14:00"}),
+    )
+    .await
+    .expect(202);
+    app.clock().set(at(1, 13, 30));
+    assert_eq!(
+        app.run_due().await.done,
+        0,
+        "the old start time has no event any more"
+    );
+    app.clock().set(at(1, 14, 0));
+    assert_eq!(app.run_due().await.done, 1);
+    // After the before-end event fired, prolonging re-arms it at the same distance to the end.
+    app.clock().set(at(2, 13, 0));
+    assert_eq!(app.run_due().await.done, 1);
+    assert_eq!(
+        event_status(&lease_of(&app, &id).await, "before_end_lease"),
+        "DONE"
+    );
+    let l = app
+        .put(&path, &json!({"end_date": "2030-01-03 14:00"}))
+        .await
+        .expect(202)
+        .body["lease"]
+        .clone();
+    assert_eq!(l["events"][1]["time"], "2030-01-03T14:00:00.000000");
+    assert_eq!(l["events"][2]["time"], "2030-01-03T13:00:00.000000");
+    assert_eq!(l["events"][2]["status"], "UNDONE");
+    assert_eq!(l["status"], "ACTIVE");
+    app.clock().set(at(2, 14, 0));
+    assert_eq!(
+        app.run_due().await.done,
+        0,
+        "the old end time has no event any more"
+    );
+    // A rename does not re-arm anything.
+    app.put(&path, &json!({"name": "renamed"}))
+        .await
+        .expect(202);
+    app.clock().set(at(3, 14, 0));
+    assert_eq!(app.run_due().await.done, 2, "before-end again, then end");
+    let l = lease_of(&app, &id).await;
+    assert_eq!(l["status"], "TERMINATED");
+    assert_eq!(
+        runs(&app, &id)
+            .await
+            .iter()
+            .filter(|(t, _)| t == "before_end_lease")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_running_reservation_that_grows_gets_its_hosts_at_once() {
+    let app = spawn_app().await;
+    app.host("c1", json!({})).await;
+    app.host("c2", json!({})).await;
+    let id = create(
+        &app,
+        lease_body("g", "2030-01-01 13:00", "2030-01-02 13:00", 1, 1, ""),
+    )
+    .await;
+    app.clock().set(at(1, 13, 0));
+    app.run_due().await;
+    let rid = lease_of(&app, &id).await["reservations"][0]["id"].clone();
+    app.put(
+        &format!("/v1/leases/{id}"),
+        &json!({"reservations": [{"id": rid, "max": 2}]}),
+    )
+    .await
+    .expect(202);
+    assert_eq!(
+        actions(&app, &id).await,
+        vec![(1, "assign".into()), (2, "assign".into())]
+    );
+    // And it cannot lose a host: shrinking below what it uses is refused.
+    let msg = app
+        .put(
+            &format!("/v1/leases/{id}"),
+            &json!({"reservations": [{"id": rid, "min": 1, "max": 1}]}),
+        )
+        .await
+        .expect_error(409);
+    assert!(msg.contains("is active"), "{msg}");
+}
+
+#[tokio::test]
+async fn deleting_before_during_and_after() {
+    let app = spawn_app().await;
+    app.host("c1", json!({})).await;
+    let before = create(
+        &app,
+        lease_body("b", "2030-01-01 13:00", "2030-01-01 14:00", 1, 1, ""),
+    )
+    .await;
+    app.delete(&format!("/v1/leases/{before}"))
+        .await
+        .expect(204);
+    app.clock().set(at(1, 15, 0));
+    assert_eq!(
+        app.run_due().await,
+        Default::default(),
+        "a deleted lease's events never run"
+    );
+    assert!(actions(&app, &before).await.is_empty());
+
+    let during = create(
+        &app,
+        lease_body("d", "2030-01-01 16:00", "2030-01-01 18:00", 1, 1, ""),
+    )
+    .await;
+    app.clock().set(at(1, 16, 0));
+    app.run_due().await;
+    app.delete(&format!("/v1/leases/{during}"))
+        .await
+        .expect(204);
+    assert_eq!(
+        actions(&app, &during).await,
+        vec![(1, "assign".into()), (1, "release".into())]
+    );
+    // The host is free for the rest of the deleted lease's window.
+    let after = create(
+        &app,
+        lease_body("a", "2030-01-01 16:30", "2030-01-01 17:00", 1, 1, ""),
+    )
+    .await;
+    app.clock().set(at(1, 17, 0));
+    assert_eq!(app.run_due().await.done, 3);
+    assert_eq!(lease_of(&app, &after).await["status"], "TERMINATED");
+    app.delete(&format!("/v1/leases/{after}")).await.expect(204);
+    assert_eq!(
+        actions(&app, &after)
+            .await
+            .iter()
+            .filter(|(_, a)| a == "release")
+            .count(),
+        1,
+        "a terminated lease released its hosts already"
+    );
+}
+
+#[tokio::test]
+async fn several_due_events_run_in_order_after_downtime() {
+    let app = spawn_app().await;
+    app.host("c1", json!({})).await;
+    let a = create(
+        &app,
+        lease_body("a", "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
+    )
+    .await;
+    let b = create(
+        &app,
+        lease_body("b", "2030-01-01 15:00", "2030-01-01 17:00", 1, 1, ""),
+    )
+    .await;
+    // The runner was down all afternoon.
+    app.clock().set(at(1, 18, 0));
+    let report = app.run_due().await;
+    assert_eq!((report.done, report.failed, report.waiting), (6, 0, 0));
+    let order: Vec<(String, String)> = event_run::Entity::find()
+        .order_by_asc(event_run::Column::Id)
+        .all(app.services.db.conn())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                if r.lease_id == a { "a" } else { "b" }.to_string(),
+                r.event_type,
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("a", "start_lease"),
+        ("a", "before_end_lease"),
+        ("a", "end_lease"),
+        ("b", "start_lease"),
+        ("b", "before_end_lease"),
+        ("b", "end_lease"),
+    ]
+    .iter()
+    .map(|(l, t)| (l.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(
+        order, want,
+        "a ends before b starts on the same host; start, before-end, end"
+    );
+    for id in [&a, &b] {
+        assert_eq!(lease_of(&app, id).await["status"], "TERMINATED");
+    }
+}
+
+/// Fails `assign` for leases whose name starts with "fail".
+struct FailingDriver;
+
+#[async_trait]
+impl ResourceDriver for FailingDriver {
+    async fn assign(
+        &self,
+        txn: &DatabaseTransaction,
+        r: ReservationHosts<'_>,
+        now: NaiveDateTime,
+    ) -> Result<(), DriverError> {
+        if r.lease.name.starts_with("fail") {
+            return Err(DriverError::Failed(
+                "the hypervisor refused the hosts".into(),
+            ));
+        }
+        StandaloneDriver.assign(txn, r, now).await
+    }
+    async fn before_end(
+        &self,
+        txn: &DatabaseTransaction,
+        r: ReservationHosts<'_>,
+        action: &str,
+        now: NaiveDateTime,
+    ) -> Result<(), DriverError> {
+        StandaloneDriver.before_end(txn, r, action, now).await
+    }
+    async fn release(
+        &self,
+        txn: &DatabaseTransaction,
+        r: ReservationHosts<'_>,
+        now: NaiveDateTime,
+    ) -> Result<(), DriverError> {
+        StandaloneDriver.release(txn, r, now).await
+    }
+}
+
+#[tokio::test]
+async fn a_failing_action_marks_error_with_a_reason_and_nothing_else() {
+    let app = spawn_with_driver(|_| {}, Arc::new(FailingDriver)).await;
+    app.host("c1", json!({})).await;
+    app.host("c2", json!({})).await;
+    let bad = create(
+        &app,
+        lease_body("fail-1", "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
+    )
+    .await;
+    let good = create(
+        &app,
+        lease_body("good", "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
+    )
+    .await;
+    app.clock().set(at(1, 13, 0));
+    let report = app.run_due().await;
+    assert_eq!((report.done, report.failed), (1, 1));
+    let l = lease_of(&app, &bad).await;
+    assert_eq!(l["status"], "ERROR");
+    assert_eq!(
+        l["status_reason"],
+        "start_lease failed: the hypervisor refused the hosts"
+    );
+    assert_eq!(l["reservations"][0]["status"], "error");
+    assert_eq!(event_status(&l, "start_lease"), "ERROR");
+    assert!(
+        actions(&app, &bad).await.is_empty(),
+        "the failed attempt recorded nothing"
+    );
+    let g = lease_of(&app, &good).await;
+    assert_eq!(g["status"], "ACTIVE");
+    // The failed lease still ends on time (ERROR -> TERMINATED) and can be deleted.
+    app.clock().set(at(1, 15, 0));
+    app.run_due().await;
+    assert_eq!(lease_of(&app, &bad).await["status"], "TERMINATED");
+    assert_eq!(lease_of(&app, &good).await["status"], "TERMINATED");
+    app.delete(&format!("/v1/leases/{bad}")).await.expect(204);
+}
+
+#[tokio::test]
+async fn an_expired_claim_is_taken_over_and_run_once() {
+    let app = spawn_app().await;
+    app.host("c1", json!({})).await;
+    let id = create(
+        &app,
+        lease_body("c", "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
+    )
+    .await;
+    let db = app.services.db.conn();
+    // A runner claimed the start event at 13:00 and died: its claim ran until 13:00:30.
+    let start = event::Entity::find()
+        .filter(event::Column::LeaseId.eq(&id))
+        .filter(event::Column::EventType.eq("start_lease"))
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut e = start.into_active_model();
+    e.status = Set("IN_PROGRESS".into());
+    e.claimed_by = Set(Some("dead-runner".into()));
+    e.claimed_at = Set(Some(at(1, 13, 0)));
+    e.claim_expires_at = Set(Some(at(1, 13, 0) + TimeDelta::seconds(30)));
+    e.attempts = Set(1);
+    e.update(db).await.unwrap();
+    let mut l = lease::Entity::find_by_id(id.clone())
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_active_model();
+    l.status = Set("STARTING".into());
+    l.update(db).await.unwrap();
+    app.delete(&format!("/v1/leases/{id}"))
+        .await
+        .expect_error(409);
+
+    app.clock().set(at(1, 13, 0) + TimeDelta::seconds(10));
+    let report = app.run_due().await;
+    assert_eq!(
+        (report.done, report.waiting),
+        (0, 0),
+        "a live claim is left alone"
+    );
+    app.clock().set(at(1, 13, 0) + TimeDelta::seconds(30));
+    assert_eq!(
+        app.run_due().await.done,
+        1,
+        "the expired claim is taken over"
+    );
+    let l = lease_of(&app, &id).await;
+    assert_eq!(l["status"], "ACTIVE");
+    assert_eq!(event_status(&l, "start_lease"), "DONE");
+    assert_eq!(
+        runs(&app, &id).await,
+        vec![("start_lease".into(), "DONE".into())]
+    );
+    assert_eq!(actions(&app, &id).await, vec![(1, "assign".into())]);
+    assert_eq!(app.run_due().await.done, 0);
+}
