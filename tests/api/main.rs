@@ -9,3 +9,5 @@ mod helpers;
 mod hosts;
 mod leases;
 mod lifecycle;
+mod live;
+mod notifications;

@@ -1,0 +1,185 @@
+//! Webhook notifications: one JSON POST per lease change and lease event, retried with backoff.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use poem::{
+    EndpointExt, Route, Server, handler,
+    http::StatusCode,
+    listener::{Acceptor, Listener, TcpListener},
+    web::{Data, Json},
+};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+#[derive(Default)]
+struct Inbox {
+    received: Mutex<Vec<Value>>,
+    /// Requests to refuse (500) before accepting, to exercise retries.
+    refuse_first: AtomicUsize,
+    attempts: AtomicUsize,
+}
+
+#[handler]
+fn hook(inbox: Data<&Arc<Inbox>>, body: Json<Value>) -> StatusCode {
+    inbox.attempts.fetch_add(1, Ordering::SeqCst);
+    if inbox
+        .refuse_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    inbox.received.lock().unwrap().push(body.0);
+    StatusCode::NO_CONTENT
+}
+
+async fn receiver(refuse_first: usize) -> (String, Arc<Inbox>) {
+    let inbox = Arc::new(Inbox {
+        refuse_first: AtomicUsize::new(refuse_first),
+        ..Default::default()
+    });
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let app = Route::new()
+        .at("/hook", poem::post(hook))
+        .data(inbox.clone());
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+    (format!("http://{addr}/hook"), inbox)
+}
+
+async fn wait_for(inbox: &Inbox, n: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let got = inbox.received.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "expected {n} notifications, got {:?}",
+        inbox.received.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn every_lease_change_and_event_is_posted() {
+    let (url, inbox) = receiver(0).await;
+    let app = spawn_with(|s| {
+        s.notify_urls = vec![url];
+        s.notify_backoff_ms = 10;
+    })
+    .await;
+    app.host("c1", json!({})).await;
+    let l = app
+        .lease("n", "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, "")
+        .await
+        .expect(202);
+    let id = l.body["lease"]["id"].as_str().unwrap().to_string();
+    app.put(&format!("/v1/leases/{id}"), &json!({"name": "n2"}))
+        .await
+        .expect(202);
+    app.clock().set(
+        chrono::NaiveDate::from_ymd_opt(2030, 1, 1)
+            .unwrap()
+            .and_hms_opt(15, 0, 0)
+            .unwrap(),
+    );
+    assert_eq!(app.run_due().await.done, 3);
+    app.delete(&format!("/v1/leases/{id}")).await.expect(204);
+    let mut got = wait_for(&inbox, 6).await;
+    // Deliveries run in parallel; order by the lifecycle for the comparison.
+    let rank = |v: &Value| match v["event_type"].as_str().unwrap() {
+        "lease.create" => 0,
+        "lease.update" => 1,
+        "lease.event.start_lease" => 2,
+        "lease.event.before_end_lease" => 3,
+        "lease.event.end_lease" => 4,
+        "lease.delete" => 5,
+        _ => 9,
+    };
+    got.sort_by_key(rank);
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|v| v["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "lease.create",
+            "lease.update",
+            "lease.event.start_lease",
+            "lease.event.before_end_lease",
+            "lease.event.end_lease",
+            "lease.delete"
+        ]
+    );
+    for v in &got {
+        assert_eq!(v["lease_id"], id.as_str());
+        assert_eq!(v["project_id"], "default");
+        assert_eq!(v["start_date"], "2030-01-01T13:00:00.000000");
+        assert_eq!(v["end_date"], "2030-01-01T15:00:00.000000");
+        assert!(v["id"].is_string() && v["timestamp"].is_string());
+    }
+    let end = &got[4];
+    assert_eq!(end["event"]["event_type"], "end_lease");
+    assert_eq!(end["event"]["time"], "2030-01-01T15:00:00.000000");
+    assert_eq!(end["event"]["status"], "DONE");
+    assert_eq!(end["status"], "TERMINATED");
+    assert_eq!(got[1]["lease_name"], "n2");
+}
+
+#[tokio::test]
+async fn deliveries_are_retried_with_backoff() {
+    let (url, inbox) = receiver(3).await;
+    let app = spawn_with(|s| {
+        s.notify_urls = vec![url];
+        s.notify_backoff_ms = 10;
+        s.notify_max_attempts = 5;
+    })
+    .await;
+    app.post(
+        "/v1/leases",
+        &json!({"name": "r", "start_date": "2030-01-02 00:00", "end_date": "2030-01-03 00:00"}),
+    )
+    .await
+    .expect(202);
+    let got = wait_for(&inbox, 1).await;
+    assert_eq!(got[0]["event_type"], "lease.create");
+    assert_eq!(
+        inbox.attempts.load(Ordering::SeqCst),
+        4,
+        "three refusals, then delivered"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_receiver_never_blocks_the_api() {
+    // Nothing listens on port 9 of the loopback address.
+    let app = spawn_with(|s| {
+        s.notify_urls = vec!["http://127.0.0.1:9/hook".into()];
+        s.notify_backoff_ms = 10_000;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        app.post("/v1/leases", &json!({"name": format!("u{i}"), "start_date": "2030-01-02 00:00", "end_date": "2030-01-03 00:00"}))
+            .await
+            .expect(202);
+    }
+    // Five requests while deliveries sleep in a 10 s backoff: the API does not wait for them.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
