@@ -15,6 +15,12 @@ use tokio::sync::{Notify, watch};
 
 use crate::{
     api::{self, pipeline::Pipeline},
+    auth::{
+        Authenticator, NoAuth,
+        keystone::{Keystone, KeystoneConfig},
+        policy::{Policy, PolicyError},
+        split_roles,
+    },
     clock::SharedClock,
     config::{ConfigError, Settings},
     db::Db,
@@ -30,6 +36,8 @@ use crate::{
 pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("database {url}: {source}")]
     Database { url: String, source: sea_orm::DbErr },
     #[error("cannot listen on {bind}: {source}")]
@@ -42,7 +50,10 @@ pub enum AppError {
 /// The routes of the whole service, wrapped in the request pipeline.
 pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
     let api = api::openapi();
-    let pipeline = Arc::new(Pipeline::from_settings(&services.settings));
+    let pipeline = Arc::new(Pipeline {
+        max_body_bytes: services.settings.max_body_bytes,
+        auth: services.auth.clone(),
+    });
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .at("/openapi.yaml", api.spec_endpoint_yaml())
@@ -85,6 +96,30 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The authenticator the settings ask for (validated settings: keystone has its URL and password).
+fn authenticator(s: &Settings, clock: SharedClock) -> Arc<dyn Authenticator> {
+    match s.auth.as_str() {
+        "keystone" => Arc::new(Keystone::new(
+            KeystoneConfig {
+                url: s.keystone_url.clone().unwrap_or_default(),
+                username: s.keystone_username.clone(),
+                password: s.keystone_password.clone().unwrap_or_default(),
+                project_name: s.keystone_project_name.clone(),
+                user_domain_name: s.keystone_user_domain_name.clone(),
+                project_domain_name: s.keystone_project_domain_name.clone(),
+                cache_ttl: Duration::from_secs(s.token_cache_seconds),
+                cache_size: s.token_cache_size,
+            },
+            clock,
+        )),
+        _ => Arc::new(NoAuth {
+            default_project_id: s.default_project_id.clone(),
+            default_user_id: s.default_user_id.clone(),
+            default_roles: split_roles(&s.default_roles),
+        }),
+    }
+}
+
 pub struct Application {
     addr: SocketAddr,
     acceptor: poem::listener::TcpAcceptor,
@@ -105,6 +140,13 @@ impl Application {
         driver: Arc<dyn ResourceDriver>,
     ) -> Result<Self, AppError> {
         settings.validate()?;
+        // TLS for outgoing HTTPS (Keystone, webhooks): one crypto provider for the process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let policy = Arc::new(match &settings.policy_file {
+            Some(path) => Policy::from_file(std::path::Path::new(path))?,
+            None => Policy::defaults(),
+        });
+        let auth = authenticator(&settings, clock.clone());
         let db = open_database(&settings).await?;
         let notifier = Notifier::start(
             settings.notify_urls.clone(),
@@ -121,6 +163,8 @@ impl Application {
             driver,
             notifier,
             wake: Arc::new(Notify::new()),
+            auth,
+            policy,
         });
         let runner = Arc::new(Runner::new(services.clone()));
         let acceptor = TcpListener::bind(settings.bind.clone())

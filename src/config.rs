@@ -46,6 +46,22 @@ pub struct Settings {
     pub notify_max_attempts: u32,
     /// First retry delay of a notification, in milliseconds (doubles each attempt).
     pub notify_backoff_ms: u64,
+    /// `noauth` (identity from X-Project-Id/X-User-Id/X-Roles) or `keystone` (X-Auth-Token).
+    pub auth: String,
+    /// Keystone's v3 endpoint, e.g. `http://keystone:5000/v3` (keystone mode).
+    pub keystone_url: Option<String>,
+    /// The service account that validates tokens (needs the admin or service role).
+    pub keystone_username: String,
+    pub keystone_password: Option<String>,
+    pub keystone_project_name: String,
+    pub keystone_user_domain_name: String,
+    pub keystone_project_domain_name: String,
+    /// Longest time a validated token is trusted without asking Keystone again.
+    pub token_cache_seconds: u64,
+    /// Most tokens kept in the cache.
+    pub token_cache_size: usize,
+    /// oslo.policy-style YAML file overriding the default rules.
+    pub policy_file: Option<String>,
 }
 
 impl Default for Settings {
@@ -68,6 +84,16 @@ impl Default for Settings {
             notify_urls: Vec::new(),
             notify_max_attempts: 5,
             notify_backoff_ms: 500,
+            auth: "noauth".into(),
+            keystone_url: None,
+            keystone_username: "blazar".into(),
+            keystone_password: None,
+            keystone_project_name: "service".into(),
+            keystone_user_domain_name: "Default".into(),
+            keystone_project_domain_name: "Default".into(),
+            token_cache_seconds: 300,
+            token_cache_size: 10_000,
+            policy_file: None,
         }
     }
 }
@@ -137,6 +163,41 @@ pub struct SettingsLayer {
     /// First notification retry delay in ms, doubling each attempt [default: 500]
     #[arg(long, global = true, env = "BLAZAR_NOTIFY_BACKOFF_MS")]
     pub notify_backoff_ms: Option<u64>,
+    /// Authentication: noauth or keystone [default: noauth]
+    #[arg(long, global = true, env = "BLAZAR_AUTH")]
+    pub auth: Option<String>,
+    /// Keystone v3 endpoint, e.g. http://keystone:5000/v3
+    #[arg(long, global = true, env = "BLAZAR_KEYSTONE_URL")]
+    pub keystone_url: Option<String>,
+    /// Service account that validates tokens [default: blazar]
+    #[arg(long, global = true, env = "BLAZAR_KEYSTONE_USERNAME")]
+    pub keystone_username: Option<String>,
+    /// Password of the service account (prefer the environment or the config file)
+    #[arg(
+        long,
+        global = true,
+        env = "BLAZAR_KEYSTONE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub keystone_password: Option<String>,
+    /// Project of the service account [default: service]
+    #[arg(long, global = true, env = "BLAZAR_KEYSTONE_PROJECT_NAME")]
+    pub keystone_project_name: Option<String>,
+    /// Domain of the service account [default: Default]
+    #[arg(long, global = true, env = "BLAZAR_KEYSTONE_USER_DOMAIN_NAME")]
+    pub keystone_user_domain_name: Option<String>,
+    /// Domain of the service project [default: Default]
+    #[arg(long, global = true, env = "BLAZAR_KEYSTONE_PROJECT_DOMAIN_NAME")]
+    pub keystone_project_domain_name: Option<String>,
+    /// Seconds a validated token is trusted before asking Keystone again [default: 300]
+    #[arg(long, global = true, env = "BLAZAR_TOKEN_CACHE_SECONDS")]
+    pub token_cache_seconds: Option<u64>,
+    /// Most tokens in the cache [default: 10000]
+    #[arg(long, global = true, env = "BLAZAR_TOKEN_CACHE_SIZE")]
+    pub token_cache_size: Option<usize>,
+    /// Policy file (oslo.policy YAML) overriding the default rules
+    #[arg(long, global = true, env = "BLAZAR_POLICY_FILE")]
+    pub policy_file: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +241,15 @@ impl Settings {
         if let Some(name) = layer.instance_name {
             self.instance_name = Some(name);
         }
+        if let Some(v) = layer.keystone_url {
+            self.keystone_url = Some(v);
+        }
+        if let Some(v) = layer.keystone_password {
+            self.keystone_password = Some(v);
+        }
+        if let Some(v) = layer.policy_file {
+            self.policy_file = Some(v);
+        }
         macro_rules! take {
             ($($field:ident),*) => {
                 $(if let Some(v) = layer.$field { self.$field = v; })*
@@ -200,7 +270,14 @@ impl Settings {
             event_claim_seconds,
             notify_urls,
             notify_max_attempts,
-            notify_backoff_ms
+            notify_backoff_ms,
+            auth,
+            keystone_username,
+            keystone_project_name,
+            keystone_user_domain_name,
+            keystone_project_domain_name,
+            token_cache_seconds,
+            token_cache_size
         );
     }
 
@@ -249,6 +326,29 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "notify_urls",
                 message: format!("{bad:?} is not an http(s) URL"),
+            });
+        }
+        match self.auth.as_str() {
+            "noauth" => {}
+            "keystone" => {
+                if self.keystone_url.is_none() || self.keystone_password.is_none() {
+                    return Err(ConfigError::Invalid {
+                        name: "auth",
+                        message: "keystone mode needs keystone_url and keystone_password".into(),
+                    });
+                }
+            }
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "auth",
+                    message: format!("{other:?} is not noauth or keystone"),
+                });
+            }
+        }
+        if self.token_cache_size == 0 {
+            return Err(ConfigError::Invalid {
+                name: "token_cache_size",
+                message: "must be at least 1".into(),
             });
         }
         if self.db_max_connections == 0 {

@@ -6,6 +6,7 @@
 //! - [`api`] holds the v1 contract as poem-openapi types, one file per resource. Handlers parse,
 //!   call one service function and map its result; [`api::error`] is the one place where domain
 //!   errors become HTTP statuses.
+//! - [`auth`] says who is calling (noauth headers or a Keystone token) and what they may do.
 //! - [`service`] runs each operation in a database transaction over the sea-orm entities.
 //! - [`domain`] holds the pure rules: input dates, validation, the filter language, host choice,
 //!   statuses and events. It never touches the database and never reads the clock.
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -33,6 +33,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// `WWW-Authenticate` of a 401.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
@@ -44,6 +46,7 @@ impl ApiError {
                 error_message: message.into(),
                 error_name: name.to_string(),
             },
+            challenge: None,
         }
     }
 
@@ -68,10 +71,13 @@ impl ApiError {
 
     pub fn into_http_response(self) -> Response {
         let body = self.body.to_json_string();
-        Response::builder()
+        let mut resp = Response::builder()
             .status(self.status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(c) = &self.challenge {
+            resp = resp.header(header::WWW_AUTHENTICATE, c.as_str());
+        }
+        resp.body(body)
     }
 }
 
@@ -105,6 +111,7 @@ impl From<DomainError> for ApiError {
             | E::MalformedRequirements { .. }
             | E::InvalidRange(_)
             | E::UnsupportedResourceType(_) => StatusCode::BAD_REQUEST,
+            E::PolicyNotAuthorized(_) => StatusCode::FORBIDDEN,
             E::LeaseNotFound(_) | E::HostNotFound(_) | E::PropertyNotFound(_) => {
                 StatusCode::NOT_FOUND
             }

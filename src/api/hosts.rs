@@ -304,10 +304,7 @@ impl HostsApi {
         all: Query<Option<String>>,
     ) -> ApiResult<Json<PropertyList>> {
         let detail = flag(detail.0);
-        let include_private = flag(all.0) && caller.is_admin();
-        let props = svc
-            .list_properties(&caller, detail, include_private)
-            .await?;
+        let props = svc.list_properties(&caller, detail, flag(all.0)).await?;
         Ok(Json(PropertyList {
             resource_properties: props
                 .into_iter()

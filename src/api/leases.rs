@@ -3,7 +3,11 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 use serde_json::Value;
 
 use super::{
@@ -253,8 +257,10 @@ impl LeasesApi {
         &self,
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
+        /// Admins only: the leases of this project (default: every project's).
+        project_id: Query<Option<String>>,
     ) -> ApiResult<Json<LeaseList>> {
-        let leases = svc.list_leases(&caller).await?;
+        let leases = svc.list_leases(&caller, project_id.0.as_deref()).await?;
         Ok(Json(LeaseList {
             leases: leases.into_iter().map(LeaseView::from).collect(),
         }))

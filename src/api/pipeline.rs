@@ -13,38 +13,17 @@ use poem::{
 use tracing::Instrument;
 
 use super::error::ApiError;
-use crate::{config::Settings, service::Caller};
+use crate::auth::{AuthError, Authenticator};
 
 pub const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 const API_VERSION_HEADER: &str = "openstack-api-version";
 const API_VERSION: &str = "reservation 1.0";
 
-/// What the pipeline needs from the settings.
-#[derive(Debug, Clone)]
+/// What the pipeline needs: the body limit and who authenticates callers.
+#[derive(Clone)]
 pub struct Pipeline {
     pub max_body_bytes: usize,
-    pub default_project_id: String,
-    pub default_user_id: String,
-    pub default_roles: Vec<String>,
-}
-
-impl Pipeline {
-    pub fn from_settings(s: &Settings) -> Self {
-        Self {
-            max_body_bytes: s.max_body_bytes,
-            default_project_id: s.default_project_id.clone(),
-            default_user_id: s.default_user_id.clone(),
-            default_roles: split_roles(&s.default_roles),
-        }
-    }
-}
-
-fn split_roles(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(str::to_string)
-        .collect()
+    pub auth: Arc<dyn Authenticator>,
 }
 
 /// Runs one request through the pipeline and the routes in `ep`.
@@ -122,44 +101,27 @@ impl Pipeline {
         if !suffix {
             check_accept(req.headers())?;
         }
-        let caller = self.caller(req.headers())?;
-        req.extensions_mut().insert(caller);
+        if path == "/v1" || path.starts_with("/v1/") {
+            let caller = self.auth.authenticate(req.headers()).await.map_err(|e| {
+                let (status, name) = match &e {
+                    AuthError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+                    AuthError::BadHeader(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+                    AuthError::Unavailable(_) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+                    }
+                };
+                let mut err = ApiError::new(status, name, e.to_string());
+                if status == StatusCode::UNAUTHORIZED {
+                    err.challenge = self.auth.challenge();
+                }
+                err
+            })?;
+            req.extensions_mut().insert(caller);
+        }
         if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
             self.check_body(req, suffix).await?;
         }
         Ok(())
-    }
-
-    /// Identity in noauth mode: X-Project-Id, X-User-Id and X-Roles, or the configured defaults.
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let read = |name: &str| -> Result<Option<String>, ApiError> {
-            match headers.get(name) {
-                None => Ok(None),
-                Some(v) => {
-                    let s = v.to_str().map_err(|_| {
-                        ApiError::from_status(
-                            StatusCode::BAD_REQUEST,
-                            format!("the {name} header must be printable ASCII"),
-                        )
-                    })?;
-                    let s = s.trim();
-                    if s.len() > 255 {
-                        return Err(ApiError::from_status(
-                            StatusCode::BAD_REQUEST,
-                            format!("the {name} header is longer than 255 characters"),
-                        ));
-                    }
-                    Ok((!s.is_empty()).then(|| s.to_string()))
-                }
-            }
-        };
-        Ok(Caller {
-            project_id: read("x-project-id")?.unwrap_or_else(|| self.default_project_id.clone()),
-            user_id: read("x-user-id")?.unwrap_or_else(|| self.default_user_id.clone()),
-            roles: read("x-roles")?
-                .map(|r| split_roles(&r))
-                .unwrap_or_else(|| self.default_roles.clone()),
-        })
     }
 
     /// Body rules: at most `max_body_bytes`; JSON by Content-Type or `.json` suffix (415 otherwise);

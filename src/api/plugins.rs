@@ -9,7 +9,7 @@ use poem_openapi::{Object, OpenApi, payload::Json};
 use super::{ApiTags, error::ApiResult};
 use crate::{
     domain::lease::{BEFORE_END_ACTIONS, PHYSICAL_HOST},
-    service::Services,
+    service::{Caller, Services},
 };
 
 /// One parameter a reservation of this plugin takes.
@@ -62,8 +62,12 @@ pub struct PluginsApi;
 impl PluginsApi {
     /// List resource plugins
     #[oai(path = "/v1/plugins", method = "get", operation_id = "listPlugins")]
-    async fn list_plugins(&self, svc: Data<&Arc<Services>>) -> ApiResult<Json<PluginList>> {
-        let s = &svc.settings;
+    async fn list_plugins(
+        &self,
+        svc: Data<&Arc<Services>>,
+        caller: Data<&Caller>,
+    ) -> ApiResult<Json<PluginList>> {
+        let s = svc.plugin_settings(&caller)?;
         Ok(Json(PluginList {
             plugins: vec![PluginView {
                 resource_type: PHYSICAL_HOST.into(),

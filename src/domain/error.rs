@@ -29,6 +29,10 @@ pub enum DomainError {
     #[error("The {0} resource type is not supported; this server reserves physical:host")]
     UnsupportedResourceType(String),
 
+    /// The policy does not allow the caller this operation (the rule's name).
+    #[error("Policy doesn't allow {0} to be performed")]
+    PolicyNotAuthorized(String),
+
     #[error("Lease {0} not found")]
     LeaseNotFound(String),
     #[error("Host {0} not found")]
@@ -81,6 +85,7 @@ impl DomainError {
             Self::MalformedRequirements { .. } => "MalformedRequirements",
             Self::InvalidRange(_) => "InvalidRange",
             Self::UnsupportedResourceType(_) => "UnsupportedResourceType",
+            Self::PolicyNotAuthorized(_) => "PolicyNotAuthorized",
             Self::LeaseNotFound(_) => "LeaseNotFound",
             Self::HostNotFound(_) => "HostNotFound",
             Self::PropertyNotFound(_) => "ResourcePropertyNotFound",

@@ -46,19 +46,22 @@ pub struct PropertyInfo {
 }
 
 impl Services {
-    pub async fn list_hosts(&self, _caller: &Caller) -> Result<Vec<HostRecord>, DomainError> {
+    pub async fn list_hosts(&self, caller: &Caller) -> Result<Vec<HostRecord>, DomainError> {
+        self.authorize("blazar:oshosts:get", caller)?;
         Ok(placement::load_inventory(self.db.conn()).await?)
     }
 
-    pub async fn get_host(&self, _caller: &Caller, id: &str) -> Result<HostRecord, DomainError> {
+    pub async fn get_host(&self, caller: &Caller, id: &str) -> Result<HostRecord, DomainError> {
+        self.authorize("blazar:oshosts:get", caller)?;
         load_host(self.db.conn(), id).await
     }
 
     pub async fn create_host(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         body: &Object,
     ) -> Result<HostRecord, DomainError> {
+        self.authorize("blazar:oshosts:post", caller)?;
         let req = rules::parse_create(body)?;
         let facts = self.facts.resolve(&req.name, &req.facts).await?;
         let stamp = truncate_to_second(self.clock.now());
@@ -107,10 +110,11 @@ impl Services {
 
     pub async fn update_host(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         id: &str,
         body: &Object,
     ) -> Result<HostRecord, DomainError> {
+        self.authorize("blazar:oshosts:put", caller)?;
         let changes = rules::parse_update(body)?;
         let now = self.clock.now();
         let stamp = truncate_to_second(now);
@@ -188,7 +192,8 @@ impl Services {
         Ok(updated)
     }
 
-    pub async fn delete_host(&self, _caller: &Caller, id: &str) -> Result<(), DomainError> {
+    pub async fn delete_host(&self, caller: &Caller, id: &str) -> Result<(), DomainError> {
+        self.authorize("blazar:oshosts:delete", caller)?;
         let now = self.clock.now();
         let txn = self.db.write().await?;
         let record = load_host(&*txn, id).await?;
@@ -218,9 +223,10 @@ impl Services {
 
     pub async fn list_allocations(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         query: &AllocationQuery,
     ) -> Result<Vec<HostAllocations>, DomainError> {
+        self.authorize("blazar:oshosts:get_allocations", caller)?;
         let conn = self.db.conn();
         let hosts: Vec<i64> = host::Entity::find()
             .select_only()
@@ -241,10 +247,12 @@ impl Services {
 
     pub async fn get_allocation(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         id: &str,
         query: &AllocationQuery,
     ) -> Result<HostAllocations, DomainError> {
+        self.authorize("blazar:oshosts:get", caller)?;
+        self.authorize("blazar:oshosts:get_allocations", caller)?;
         let conn = self.db.conn();
         let host_id = parse_host_id(id)?;
         host::Entity::find_by_id(host_id)
@@ -260,10 +268,13 @@ impl Services {
 
     pub async fn list_properties(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         detail: bool,
-        include_private: bool,
+        all: bool,
     ) -> Result<Vec<PropertyInfo>, DomainError> {
+        self.authorize("blazar:oshosts:get_resource_properties", caller)?;
+        // Private properties are listed only to admins, and only when asked for.
+        let include_private = all && self.is_admin(caller);
         let conn = self.db.conn();
         let mut q = resource_property::Entity::find()
             .filter(resource_property::Column::ResourceType.eq(PHYSICAL_HOST))
@@ -272,27 +283,34 @@ impl Services {
             q = q.filter(resource_property::Column::Private.eq(false));
         }
         let props = q.all(conn).await?;
+        // As upstream, a property shows only while some host has it.
+        let rows: Vec<(String, String)> = host_capability::Entity::find()
+            .select_only()
+            .column(host_capability::Column::Name)
+            .column(host_capability::Column::Value)
+            .distinct()
+            .into_tuple()
+            .all(conn)
+            .await?;
         let mut values: HashMap<String, BTreeSet<String>> = HashMap::new();
-        if detail && !props.is_empty() {
-            let rows: Vec<(String, String)> = host_capability::Entity::find()
-                .select_only()
-                .column(host_capability::Column::Name)
-                .column(host_capability::Column::Value)
-                .distinct()
-                .into_tuple()
-                .all(conn)
-                .await?;
-            for (k, v) in rows {
-                values.entry(k).or_default().insert(v);
-            }
+        for (k, v) in rows {
+            values.entry(k).or_default().insert(v);
         }
+        let props: Vec<_> = props
+            .into_iter()
+            .filter(|p| values.contains_key(&p.property_name))
+            .collect();
         Ok(props
             .into_iter()
             .map(|p| PropertyInfo {
-                values: values
-                    .remove(&p.property_name)
-                    .map(|s| s.into_iter().collect())
-                    .unwrap_or_default(),
+                values: if detail {
+                    values
+                        .remove(&p.property_name)
+                        .map(|s| s.into_iter().collect())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
                 name: p.property_name,
                 private: p.private,
             })
@@ -301,10 +319,11 @@ impl Services {
 
     pub async fn update_property(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         name: &str,
         body: &Object,
     ) -> Result<resource_property::Model, DomainError> {
+        self.authorize("blazar:oshosts:update_resource_properties", caller)?;
         input::reject_unknown(
             body,
             &["private"],

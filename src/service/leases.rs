@@ -38,20 +38,83 @@ pub struct LeaseDetail {
 const IN_CHUNK: usize = 500;
 
 impl Services {
-    pub async fn list_leases(&self, _caller: &Caller) -> Result<Vec<LeaseDetail>, DomainError> {
+    /// The caller's project's leases; an admin sees every project's, or `project_id`'s.
+    pub async fn list_leases(
+        &self,
+        caller: &Caller,
+        project_id: Option<&str>,
+    ) -> Result<Vec<LeaseDetail>, DomainError> {
+        self.authorize("blazar:leases:get", caller)?;
+        let scope = if self.is_admin(caller) {
+            project_id
+        } else {
+            match project_id {
+                Some(p) if p != caller.project_id => {
+                    return Err(DomainError::PolicyNotAuthorized(
+                        "blazar:leases:get (another project's leases)".into(),
+                    ));
+                }
+                _ => Some(caller.project_id.as_str()),
+            }
+        };
         let conn = self.db.conn();
-        let leases = lease::Entity::find()
+        let mut q = lease::Entity::find()
             .order_by_asc(lease::Column::CreatedAt)
-            .order_by_asc(lease::Column::Id)
-            .all(conn)
-            .await?;
+            .order_by_asc(lease::Column::Id);
+        if let Some(p) = scope {
+            q = q.filter(lease::Column::ProjectId.eq(p));
+        }
+        let leases = q.all(conn).await?;
         Ok(load_details(conn, leases).await?)
     }
 
     pub async fn get_lease(&self, caller: &Caller, id: &str) -> Result<LeaseDetail, DomainError> {
         let conn = self.db.conn();
-        let lease = find_lease(conn, caller, id).await?;
+        let lease = self.find_lease(conn, caller, id).await?;
         Ok(load_details(conn, vec![lease]).await?.remove(0))
+    }
+
+    /// The lease `id` if the caller may see it; another project's lease is "not found", so that
+    /// its existence does not leak.
+    pub(crate) async fn find_lease(
+        &self,
+        conn: &impl ConnectionTrait,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<lease::Model, DomainError> {
+        let not_found = || DomainError::LeaseNotFound(printable(id, 64).trim_matches('\'').into());
+        let lease = lease::Entity::find_by_id(id.to_string())
+            .one(conn)
+            .await?
+            .ok_or_else(not_found)?;
+        if !self.may(
+            "blazar:leases:get",
+            caller,
+            lease.project_id.as_deref(),
+            lease.user_id.as_deref(),
+        ) {
+            return Err(not_found());
+        }
+        Ok(lease)
+    }
+
+    /// Refuses (403) unless `caller` may do `rule` on this (visible) lease.
+    fn authorize_on(
+        &self,
+        rule: &str,
+        caller: &Caller,
+        lease: &lease::Model,
+    ) -> Result<(), DomainError> {
+        if self.may(
+            rule,
+            caller,
+            lease.project_id.as_deref(),
+            lease.user_id.as_deref(),
+        ) {
+            Ok(())
+        } else {
+            Err(DomainError::PolicyNotAuthorized(rule.to_string()))
+        }
     }
 
     pub async fn create_lease(
@@ -59,6 +122,7 @@ impl Services {
         caller: &Caller,
         body: &Object,
     ) -> Result<LeaseDetail, DomainError> {
+        self.authorize("blazar:leases:post", caller)?;
         let now = self.clock.now();
         let req = rules::parse_create(body, now, self.limits())?;
         let stamp = truncate_to_second(now);
@@ -181,7 +245,8 @@ impl Services {
         let stamp = truncate_to_second(now);
 
         let txn = self.db.write().await?;
-        let old = find_lease(&*txn, caller, id).await?;
+        let old = self.find_lease(&*txn, caller, id).await?;
+        self.authorize_on("blazar:leases:put", caller, &old)?;
         let current = CurrentLease {
             start: old.start_date,
             end: old.end_date,
@@ -195,7 +260,7 @@ impl Services {
         lease.updated_at = Set(Some(stamp));
         if !changes.beyond_name() {
             lease.update(&*txn).await?;
-            let detail = load_details(&*txn, vec![find_lease(&*txn, caller, id).await?])
+            let detail = load_details(&*txn, vec![self.find_lease(&*txn, caller, id).await?])
                 .await?
                 .remove(0);
             txn.commit().await?;
@@ -358,7 +423,7 @@ impl Services {
         lease.start_date = Set(start);
         lease.end_date = Set(end);
         lease.update(&*txn).await?;
-        let detail = load_details(&*txn, vec![find_lease(&*txn, caller, id).await?])
+        let detail = load_details(&*txn, vec![self.find_lease(&*txn, caller, id).await?])
             .await?
             .remove(0);
         txn.commit().await?;
@@ -434,7 +499,8 @@ impl Services {
     pub async fn delete_lease(&self, caller: &Caller, id: &str) -> Result<(), DomainError> {
         let now = self.clock.now();
         let txn = self.db.write().await?;
-        let lease = find_lease(&*txn, caller, id).await?;
+        let lease = self.find_lease(&*txn, caller, id).await?;
+        self.authorize_on("blazar:leases:delete", caller, &lease)?;
         let status = LeaseStatus::parse(&lease.status).unwrap_or(LeaseStatus::Error);
         if status.is_transitional() {
             return Err(DomainError::InvalidStatus(format!(
@@ -513,18 +579,6 @@ fn plan_error(
             "Reservation {index} is active and its host {host} {why}; the update is refused"
         )),
     }
-}
-
-/// The lease `id`, if the caller may see it.
-pub(crate) async fn find_lease(
-    conn: &impl ConnectionTrait,
-    _caller: &Caller,
-    id: &str,
-) -> Result<lease::Model, DomainError> {
-    lease::Entity::find_by_id(id.to_string())
-        .one(conn)
-        .await?
-        .ok_or_else(|| DomainError::LeaseNotFound(printable(id, 64).trim_matches('\'').into()))
 }
 
 /// Loads reservations and events for many leases with one query per table (per chunk of ids).

@@ -13,6 +13,10 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::{
+    auth::{
+        Authenticator,
+        policy::{Credentials, Policy, Target},
+    },
     clock::SharedClock,
     config::Settings,
     db::Db,
@@ -30,12 +34,6 @@ pub struct Caller {
     pub roles: Vec<String>,
 }
 
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.roles.iter().any(|r| r == "admin")
-    }
-}
-
 /// Everything an operation needs: the database, the clock, the settings, the host fact source,
 /// the resource driver, the notifier, and the bell that wakes the event runner.
 #[derive(Clone)]
@@ -48,9 +46,70 @@ pub struct Services {
     pub notifier: Notifier,
     /// Rung after every lease change, so the runner re-reads when the next event is due.
     pub wake: Arc<Notify>,
+    /// Who is calling (used by the request pipeline).
+    pub auth: Arc<dyn Authenticator>,
+    /// What callers may do.
+    pub policy: Arc<Policy>,
 }
 
 impl Services {
+    /// Whether `caller` may do `rule` on something owned by `project`/`user`.
+    pub fn may(
+        &self,
+        rule: &str,
+        caller: &Caller,
+        project: Option<&str>,
+        user: Option<&str>,
+    ) -> bool {
+        self.policy.allows(
+            rule,
+            &Credentials {
+                project_id: &caller.project_id,
+                user_id: &caller.user_id,
+                roles: &caller.roles,
+            },
+            &Target {
+                project_id: project,
+                user_id: user,
+            },
+        )
+    }
+
+    /// Refuses (403) unless `caller` may do `rule` on their own project's behalf.
+    pub fn authorize(&self, rule: &str, caller: &Caller) -> Result<(), crate::domain::DomainError> {
+        if self.may(
+            rule,
+            caller,
+            Some(&caller.project_id),
+            Some(&caller.user_id),
+        ) {
+            Ok(())
+        } else {
+            Err(crate::domain::DomainError::PolicyNotAuthorized(
+                rule.to_string(),
+            ))
+        }
+    }
+
+    /// Whether `caller` is an administrator (sees every project).
+    pub fn is_admin(&self, caller: &Caller) -> bool {
+        self.may(
+            "admin",
+            caller,
+            Some(&caller.project_id),
+            Some(&caller.user_id),
+        )
+    }
+
+    /// The settings the plugin description shows, if the caller may see plugins.
+    pub fn plugin_settings(
+        &self,
+        caller: &Caller,
+    ) -> Result<&Settings, crate::domain::DomainError> {
+        self.authorize("blazar:plugins:get", caller)?;
+        Ok(&self.settings)
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_reservations: self.settings.max_reservations_per_lease,

@@ -11,3 +11,4 @@ mod leases;
 mod lifecycle;
 mod live;
 mod notifications;
+mod policy;
