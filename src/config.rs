@@ -26,6 +26,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Most reservations one lease may hold.
     pub max_reservations_per_lease: usize,
+    /// Most items in one page of a list (also the page size when no `limit` is given).
+    pub max_page_size: usize,
     /// Identity used in noauth mode when a request carries no X-Project-Id / X-User-Id / X-Roles.
     pub default_project_id: String,
     pub default_user_id: String,
@@ -74,6 +76,7 @@ impl Default for Settings {
             default_before_end_action: String::new(),
             max_body_bytes: 1024 * 1024,
             max_reservations_per_lease: 32,
+            max_page_size: 1000,
             default_project_id: "default".into(),
             default_user_id: "admin".into(),
             default_roles: "admin".into(),
@@ -124,6 +127,9 @@ pub struct SettingsLayer {
     /// Most reservations per lease [default: 32]
     #[arg(long, global = true, env = "BLAZAR_MAX_RESERVATIONS_PER_LEASE")]
     pub max_reservations_per_lease: Option<usize>,
+    /// Most items per page of a list, and the default page size [default: 1000]
+    #[arg(long, global = true, env = "BLAZAR_MAX_PAGE_SIZE")]
+    pub max_page_size: Option<usize>,
     /// Project of requests without X-Project-Id (noauth) [default: default]
     #[arg(long, global = true, env = "BLAZAR_DEFAULT_PROJECT_ID")]
     pub default_project_id: Option<String>,
@@ -263,6 +269,7 @@ impl Settings {
             default_before_end_action,
             max_body_bytes,
             max_reservations_per_lease,
+            max_page_size,
             default_project_id,
             default_user_id,
             default_roles,
@@ -304,6 +311,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "max_body_bytes",
                 message: "must be at least 1024".into(),
+            });
+        }
+        if !(1..=100_000).contains(&self.max_page_size) {
+            return Err(ConfigError::Invalid {
+                name: "max_page_size",
+                message: "must be between 1 and 100000".into(),
             });
         }
         if self.max_reservations_per_lease == 0 {

@@ -121,6 +121,7 @@ impl From<DomainError> for ApiError {
             | E::CantDeleteHost(_)
             | E::HostAlreadyExists(_)
             | E::CapabilityInUse(_) => StatusCode::CONFLICT,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Database(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

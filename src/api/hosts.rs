@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -12,6 +12,7 @@ use poem_openapi::{
 use super::{
     ApiTags,
     error::ApiResult,
+    paging::{self, PageLink},
     types::{Nullable, RawBody},
 };
 use crate::{
@@ -85,6 +86,9 @@ pub struct HostEnvelope {
 #[oai(rename = "HostList")]
 pub struct HostList {
     pub hosts: Vec<HostView>,
+    /// A `next` link when the list goes on (see `limit` and `marker`).
+    #[oai(skip_serializing_if_is_none)]
+    pub hosts_links: Option<Vec<PageLink>>,
 }
 
 /// A host to enrol. `name` is its hypervisor hostname; the hardware facts are optional (with no
@@ -169,6 +173,9 @@ impl From<HostAllocations> for AllocationView {
 #[oai(rename = "AllocationList")]
 pub struct AllocationList {
     pub allocations: Vec<AllocationView>,
+    /// A `next` link when the list goes on (see `limit` and `marker`).
+    #[oai(skip_serializing_if_is_none)]
+    pub allocations_links: Option<Vec<PageLink>>,
 }
 
 #[derive(Debug, Object)]
@@ -240,10 +247,17 @@ impl HostsApi {
         &self,
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
+        req: &Request,
+        /// Page size (at most, and by default, the server's max_page_size: 1000).
+        limit: Query<Option<i64>>,
+        /// Id of the last host of the previous page.
+        marker: Query<Option<String>>,
     ) -> ApiResult<Json<HostList>> {
-        let hosts = svc.list_hosts(&caller).await?;
+        let page = paging::request(&svc, limit.0, marker.0)?;
+        let hosts = svc.list_hosts(&caller, &page).await?;
         Ok(Json(HostList {
-            hosts: hosts.into_iter().map(HostView::from).collect(),
+            hosts_links: paging::next(req, &page, hosts.next_marker),
+            hosts: hosts.items.into_iter().map(HostView::from).collect(),
         }))
     }
 
@@ -271,20 +285,29 @@ impl HostsApi {
         operation_id = "listHostAllocations",
         tag = "ApiTags::Allocations"
     )]
+    // Each query parameter is an argument in poem-openapi.
+    #[allow(clippy::too_many_arguments)]
     async fn list_allocations(
         &self,
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         lease_id: Query<Option<String>>,
         reservation_id: Query<Option<String>>,
+        req: &Request,
+        /// Page size (at most, and by default, the server's max_page_size: 1000).
+        limit: Query<Option<i64>>,
+        /// Id of the last host of the previous page.
+        marker: Query<Option<String>>,
     ) -> ApiResult<Json<AllocationList>> {
         let query = AllocationQuery {
             lease_id: lease_id.0,
             reservation_id: reservation_id.0,
         };
-        let all = svc.list_allocations(&caller, &query).await?;
+        let page = paging::request(&svc, limit.0, marker.0)?;
+        let all = svc.list_allocations(&caller, &query, &page).await?;
         Ok(Json(AllocationList {
-            allocations: all.into_iter().map(AllocationView::from).collect(),
+            allocations_links: paging::next(req, &page, all.next_marker),
+            allocations: all.items.into_iter().map(AllocationView::from).collect(),
         }))
     }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::{
     ApiTags,
     error::ApiResult,
+    paging::{self, PageLink},
     types::{Nullable, RawBody},
 };
 use crate::{
@@ -165,6 +166,9 @@ pub struct LeaseEnvelope {
 #[oai(rename = "LeaseList")]
 pub struct LeaseList {
     pub leases: Vec<LeaseView>,
+    /// A `next` link when the list goes on (see `limit` and `marker`).
+    #[oai(skip_serializing_if_is_none)]
+    pub leases_links: Option<Vec<PageLink>>,
 }
 
 /// A host reservation requested in a new lease.
@@ -257,12 +261,21 @@ impl LeasesApi {
         &self,
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
+        req: &Request,
         /// Admins only: the leases of this project (default: every project's).
         project_id: Query<Option<String>>,
+        /// Page size (at most, and by default, the server's max_page_size: 1000).
+        limit: Query<Option<i64>>,
+        /// Id of the last lease of the previous page.
+        marker: Query<Option<String>>,
     ) -> ApiResult<Json<LeaseList>> {
-        let leases = svc.list_leases(&caller, project_id.0.as_deref()).await?;
+        let page = paging::request(&svc, limit.0, marker.0)?;
+        let leases = svc
+            .list_leases(&caller, project_id.0.as_deref(), &page)
+            .await?;
         Ok(Json(LeaseList {
-            leases: leases.into_iter().map(LeaseView::from).collect(),
+            leases_links: paging::next(req, &page, leases.next_marker),
+            leases: leases.items.into_iter().map(LeaseView::from).collect(),
         }))
     }
 

@@ -4,8 +4,10 @@
 //! for why not utoipa). Every operation has a stable operationId and exactly one 2xx response.
 
 pub mod error;
+pub mod health;
 pub mod hosts;
 pub mod leases;
+pub mod paging;
 pub mod pipeline;
 pub mod plugins;
 pub mod types;
@@ -25,6 +27,8 @@ pub enum ApiTags {
     Plugins,
     /// API versions
     Versions,
+    /// Liveness and readiness probes
+    Health,
 }
 
 pub type Apis = (
@@ -32,6 +36,7 @@ pub type Apis = (
     hosts::HostsApi,
     plugins::PluginsApi,
     versions::VersionsApi,
+    health::HealthApi,
 );
 
 const DESCRIPTION: &str = "\
@@ -52,6 +57,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             hosts::HostsApi,
             plugins::PluginsApi,
             versions::VersionsApi,
+            health::HealthApi,
         ),
         "Blazar reservation API",
         "1.0",

@@ -388,16 +388,14 @@ mod tests {
         assert!(!p.allows("a", &me, &t));
         assert!(p.allows("b", &me, &t));
         assert!(p.allows("c", &me, &t));
-        assert!(
-            !p.allows(
-                "c",
-                &me,
-                &Target {
-                    user_id: Some("v"),
-                    ..t
-                }
-            )
-        );
+        assert!(!p.allows(
+            "c",
+            &me,
+            &Target {
+                user_id: Some("v"),
+                ..t
+            }
+        ));
         assert!(
             p.allows("d", &Credentials { roles: &x, ..me }, &t),
             "roles compare without case"

@@ -68,6 +68,9 @@ pub enum DomainError {
     /// The database failed; the message is logged, never shown.
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
+    /// The service cannot serve now (database down, migrations pending): 503.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something that should be impossible; logged, shown as a generic 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -96,6 +99,7 @@ impl DomainError {
             Self::HostAlreadyExists(_) => "HostAlreadyExists",
             Self::CapabilityInUse(_) => "CantUpdateExtraCapability",
             Self::Database(_) => "DatabaseError",
+            Self::Unavailable(_) => "ServiceUnavailable",
             Self::Internal(_) => "InternalError",
         }
     }

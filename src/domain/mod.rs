@@ -10,5 +10,6 @@ pub mod filter;
 pub mod host;
 pub mod input;
 pub mod lease;
+pub mod page;
 
 pub use error::DomainError;

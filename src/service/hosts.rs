@@ -21,6 +21,7 @@ use crate::domain::{
     host as rules,
     input::{self, Object, printable},
     lease::{PHYSICAL_HOST, parse_filters},
+    page::{Page, PageRequest, marker_not_found},
 };
 
 /// One host's bookings, as `GET /v1/os-hosts/allocations` shows them.
@@ -46,9 +47,23 @@ pub struct PropertyInfo {
 }
 
 impl Services {
-    pub async fn list_hosts(&self, caller: &Caller) -> Result<Vec<HostRecord>, DomainError> {
+    pub async fn list_hosts(
+        &self,
+        caller: &Caller,
+        page: &PageRequest,
+    ) -> Result<Page<HostRecord>, DomainError> {
         self.authorize("blazar:oshosts:get", caller)?;
-        Ok(placement::load_inventory(self.db.conn()).await?)
+        let conn = self.db.conn();
+        let hosts = host_page(conn, page).await?;
+        let ids: Vec<i64> = hosts.items.iter().map(|h| h.id).collect();
+        let caps = host_capability::Entity::find()
+            .filter(host_capability::Column::HostId.is_in(ids))
+            .all(conn)
+            .await?;
+        Ok(Page {
+            items: placement::attach_capabilities(hosts.items, caps),
+            next_marker: hosts.next_marker,
+        })
     }
 
     pub async fn get_host(&self, caller: &Caller, id: &str) -> Result<HostRecord, DomainError> {
@@ -225,24 +240,23 @@ impl Services {
         &self,
         caller: &Caller,
         query: &AllocationQuery,
-    ) -> Result<Vec<HostAllocations>, DomainError> {
+        page: &PageRequest,
+    ) -> Result<Page<HostAllocations>, DomainError> {
         self.authorize("blazar:oshosts:get_allocations", caller)?;
         let conn = self.db.conn();
-        let hosts: Vec<i64> = host::Entity::find()
-            .select_only()
-            .column(host::Column::Id)
-            .order_by_asc(host::Column::Id)
-            .into_tuple()
-            .all(conn)
-            .await?;
-        let mut by_host = allocations_by_host(conn, None, query, self.clock.now()).await?;
-        Ok(hosts
-            .into_iter()
-            .map(|host_id| HostAllocations {
-                host_id,
-                reservations: by_host.remove(&host_id).unwrap_or_default(),
-            })
-            .collect())
+        let hosts = host_page(conn, page).await?;
+        let ids: Vec<i64> = hosts.items.iter().map(|h| h.id).collect();
+        let mut by_host = allocations_by_host(conn, &ids, query, self.clock.now()).await?;
+        Ok(Page {
+            items: ids
+                .into_iter()
+                .map(|host_id| HostAllocations {
+                    host_id,
+                    reservations: by_host.remove(&host_id).unwrap_or_default(),
+                })
+                .collect(),
+            next_marker: hosts.next_marker,
+        })
     }
 
     pub async fn get_allocation(
@@ -259,7 +273,7 @@ impl Services {
             .one(conn)
             .await?
             .ok_or_else(|| host_not_found(id))?;
-        let mut by_host = allocations_by_host(conn, Some(host_id), query, self.clock.now()).await?;
+        let mut by_host = allocations_by_host(conn, &[host_id], query, self.clock.now()).await?;
         Ok(HostAllocations {
             host_id,
             reservations: by_host.remove(&host_id).unwrap_or_default(),
@@ -359,6 +373,26 @@ impl Services {
 
 fn host_not_found(id: &str) -> DomainError {
     DomainError::HostNotFound(printable(id, 64).trim_matches('\'').into())
+}
+
+/// One page of hosts in id order; the marker must name a host.
+async fn host_page(
+    conn: &impl ConnectionTrait,
+    page: &PageRequest,
+) -> Result<Page<host::Model>, DomainError> {
+    let mut q = host::Entity::find().order_by_asc(host::Column::Id);
+    if let Some(marker) = &page.marker {
+        let id = parse_host_id(marker).map_err(|_| marker_not_found(marker))?;
+        host::Entity::find_by_id(id)
+            .one(conn)
+            .await?
+            .ok_or_else(|| marker_not_found(marker))?;
+        q = q.filter(host::Column::Id.gt(id));
+    }
+    let hosts = q.limit(page.limit as u64 + 1).all(conn).await?;
+    Ok(Page::from_overfetch(hosts, page.limit, |h| {
+        h.id.to_string()
+    }))
 }
 
 /// Host ids are integers; anything else names no host.
@@ -546,16 +580,14 @@ async fn ensure_properties<'a>(
 /// that have not ended.
 async fn allocations_by_host(
     conn: &impl ConnectionTrait,
-    host: Option<i64>,
+    hosts: &[i64],
     query: &AllocationQuery,
     now: NaiveDateTime,
 ) -> Result<HashMap<i64, Vec<allocation::Model>>, DomainError> {
     let mut q = allocation::Entity::find()
+        .filter(allocation::Column::HostId.is_in(hosts.iter().copied()))
         .order_by_asc(allocation::Column::HostId)
         .order_by_asc(allocation::Column::StartDate);
-    if let Some(h) = host {
-        q = q.filter(allocation::Column::HostId.eq(h));
-    }
     match (&query.lease_id, &query.reservation_id) {
         (None, None) => q = q.filter(allocation::Column::EndDate.gte(now)),
         (lease_id, reservation_id) => {

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::NaiveDateTime;
 use entity::{allocation, event, lease, reservation};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -20,6 +20,7 @@ use crate::domain::{
     dates::{format_lease_date, truncate_to_second},
     input::{Object, printable},
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
+    page::{Page, PageRequest, marker_not_found},
 };
 use crate::jobs::{
     driver::{DriverError, ReservationHosts},
@@ -43,7 +44,8 @@ impl Services {
         &self,
         caller: &Caller,
         project_id: Option<&str>,
-    ) -> Result<Vec<LeaseDetail>, DomainError> {
+        page: &PageRequest,
+    ) -> Result<Page<LeaseDetail>, DomainError> {
         self.authorize("blazar:leases:get", caller)?;
         let scope = if self.is_admin(caller) {
             project_id
@@ -64,8 +66,27 @@ impl Services {
         if let Some(p) = scope {
             q = q.filter(lease::Column::ProjectId.eq(p));
         }
-        let leases = q.all(conn).await?;
-        Ok(load_details(conn, leases).await?)
+        if let Some(marker) = &page.marker {
+            let m = self
+                .find_lease(conn, caller, marker)
+                .await
+                .map_err(|_| marker_not_found(marker))?;
+            q = q.filter(
+                Condition::any()
+                    .add(lease::Column::CreatedAt.gt(m.created_at))
+                    .add(
+                        Condition::all()
+                            .add(lease::Column::CreatedAt.eq(m.created_at))
+                            .add(lease::Column::Id.gt(m.id)),
+                    ),
+            );
+        }
+        let leases = q.limit(page.limit as u64 + 1).all(conn).await?;
+        let page = Page::from_overfetch(leases, page.limit, |l| l.id.clone());
+        Ok(Page {
+            items: load_details(conn, page.items).await?,
+            next_marker: page.next_marker,
+        })
     }
 
     pub async fn get_lease(&self, caller: &Caller, id: &str) -> Result<LeaseDetail, DomainError> {

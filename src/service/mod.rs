@@ -110,6 +110,32 @@ impl Services {
         Ok(&self.settings)
     }
 
+    /// The database answers and has every migration: its backend and migration count.
+    pub async fn readiness(&self) -> Result<(String, usize), crate::domain::DomainError> {
+        use crate::domain::DomainError;
+        self.db
+            .conn()
+            .ping()
+            .await
+            .map_err(|e| DomainError::Unavailable(format!("the database does not answer: {e}")))?;
+        let current =
+            self.db.migrations_current().await.map_err(|e| {
+                DomainError::Unavailable(format!("cannot read the migrations: {e}"))
+            })?;
+        if !current {
+            return Err(DomainError::Unavailable(
+                "database migrations are pending; run `blazar-server migrate`".into(),
+            ));
+        }
+        let backend = match self.db.backend() {
+            sea_orm::DbBackend::Postgres => "postgres",
+            sea_orm::DbBackend::Sqlite => "sqlite",
+            _ => "other",
+        };
+        use migration::MigratorTrait;
+        Ok((backend.to_string(), migration::Migrator::migrations().len()))
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_reservations: self.settings.max_reservations_per_lease,

@@ -270,6 +270,8 @@ async fn every_operation_has_an_operation_id_and_one_success_response() {
         "listPlugins",
         "listVersions",
         "listVersionsAlias",
+        "getHealth",
+        "getReadiness",
     ]
     .iter()
     .map(|s| s.to_string())

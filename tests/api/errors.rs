@@ -8,7 +8,13 @@ use crate::helpers::*;
 #[tokio::test]
 async fn framework_errors_use_the_envelope() {
     let app = spawn_app().await;
-    type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, Option<&'a [u8]>, u16);
+    type Case<'a> = (
+        Method,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Option<&'a [u8]>,
+        u16,
+    );
     let cases: Vec<Case> = vec![
         (Method::GET, "/v1/nothing", vec![], None, 404),
         (Method::GET, "/v1/leases/", vec![], None, 404),

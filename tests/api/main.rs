@@ -11,4 +11,5 @@ mod leases;
 mod lifecycle;
 mod live;
 mod notifications;
+mod paging;
 mod policy;
