@@ -215,11 +215,12 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, runner = self.services.settings.runner, "serving");
         let (stop_tx, stop_rx) = watch::channel(false);
-        let runner = self
-            .services
-            .settings
-            .runner
-            .then(|| tokio::spawn(self.runner.clone().run(stop_rx)));
+        let runner = self.services.settings.runner.then(|| {
+            if self.services.db.backend() == sea_orm::DbBackend::Postgres {
+                tokio::spawn(self.runner.clone().listen_for_changes(stop_rx.clone()));
+            }
+            tokio::spawn(self.runner.clone().run(stop_rx))
+        });
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 routes(self.services),

@@ -80,7 +80,8 @@ impl Default for Settings {
             default_project_id: "default".into(),
             default_user_id: "admin".into(),
             default_roles: "admin".into(),
-            log_filter: "info".into(),
+            // sqlx logs every PostgreSQL notice ("relation exists, skipping") at info.
+            log_filter: "info,sqlx=warn".into(),
             runner: true,
             event_claim_seconds: 30,
             instance_name: None,

@@ -17,6 +17,10 @@ use tokio::sync::{Mutex, MutexGuard};
 
 /// Key of the PostgreSQL advisory lock that serializes writers across instances.
 const PG_WRITE_LOCK_KEY: i64 = 0x0b1a_2a00;
+/// Key of the PostgreSQL advisory lock held while one instance applies migrations.
+const PG_MIGRATION_LOCK_KEY: i64 = 0x0b1a_2a01;
+/// PostgreSQL channel on which lease changes are announced to every instance's runner.
+pub const PG_CHANGES_CHANNEL: &str = "blazar_lease_changes";
 
 #[derive(Debug)]
 pub struct Db {
@@ -76,16 +80,49 @@ impl Db {
         self.conn.get_database_backend()
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration. On PostgreSQL, instances starting together take turns
+    /// (a session advisory lock on a connection of its own), so each migration runs once.
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        Migrator::up(&self.conn, None).await
+        if self.backend() != DbBackend::Postgres {
+            return Migrator::up(&self.conn, None).await;
+        }
+        use sea_orm::sqlx::{Connection, Executor};
+        let lock_err = |e: sea_orm::sqlx::Error| DbErr::Custom(format!("migration lock: {e}"));
+        let pool = self.conn.get_postgres_connection_pool();
+        let mut lock = pool.acquire().await.map_err(lock_err)?.detach();
+        lock.execute(
+            sea_orm::sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK_KEY),
+        )
+        .await
+        .map_err(lock_err)?;
+        let result = Migrator::up(&self.conn, None).await;
+        // Closing the session releases the lock, also when the migration failed.
+        let _ = lock.close().await;
+        result
     }
 
-    /// Whether the schema is at the newest migration (for readiness checks).
+    /// Whether the schema is at the newest migration (for readiness checks; changes nothing).
     pub async fn migrations_current(&self) -> Result<bool, DbErr> {
-        Ok(Migrator::get_pending_migrations(&self.conn)
+        Ok(Migrator::get_pending_migrations_read_only(&self.conn)
             .await?
             .is_empty())
+    }
+
+    /// Tells every instance's runner that leases changed (PostgreSQL; a no-op on SQLite, where
+    /// one process runs the runner). Best effort: runners also wake up on their own.
+    pub async fn announce_change(&self) {
+        if self.backend() == DbBackend::Postgres
+            && let Err(e) = self
+                .conn
+                .execute_raw(sea_orm::Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_notify($1, '')",
+                    [PG_CHANGES_CHANNEL.into()],
+                ))
+                .await
+        {
+            tracing::warn!(error = %e, "cannot announce a lease change");
+        }
     }
 
     /// Begins a write transaction, waiting for this writer's turn.

@@ -2,87 +2,21 @@
 //! the middle of running events, restarted on the same database. Every acknowledged lease must be
 //! there whole, no host booked twice, and every event DONE exactly once.
 
+#[path = "support/process.rs"]
+mod process;
+
 use std::{
     collections::{HashMap, HashSet},
-    net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use chrono::{NaiveDateTime, TimeDelta, Utc};
 use entity::{allocation, driver_action, event, event_run, lease, reservation};
+use process::{Server, sqlite_url};
 use sea_orm::{Database, DatabaseConnection, EntityTrait};
 use serde_json::{Value, json};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn db_url(db: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", db.display())
-}
-
-impl Server {
-    async fn start(db: &Path, log: &Path) -> Server {
-        let port = free_port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_blazar-server"))
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", &db_url(db)])
-            .args(["--event-claim-seconds", "2", "--log-filter", "warn"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        while client
-            .get(format!("{}/versions", server.base))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        server
-    }
-
-    /// SIGKILL: no shutdown, no flush, nothing.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let r = client.post(url).json(&body).send().await.unwrap();
@@ -99,7 +33,7 @@ fn fmt(t: NaiveDateTime) -> String {
 }
 
 async fn open(db: &Path) -> DatabaseConnection {
-    Database::connect(db_url(db)).await.unwrap()
+    Database::connect(sqlite_url(db)).await.unwrap()
 }
 
 /// No host is booked twice for overlapping windows.
@@ -134,7 +68,7 @@ fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_a_burst_of_creates_nothing_is_half_written() {
     let (_dir, db, log) = scratch();
-    let server = Server::start(&db, &log).await;
+    let server = Server::start(&sqlite_url(&db), &log, &[]).await;
     let client = reqwest::Client::new();
     for i in 0..10 {
         let (s, _) = post(
@@ -187,7 +121,7 @@ async fn killed_during_a_burst_of_creates_nothing_is_half_written() {
         let _ = t.await;
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
-    let server = Server::start(&db, &log).await;
+    let server = Server::start(&sqlite_url(&db), &log, &[]).await;
 
     let conn = open(&db).await;
     let leases: HashMap<String, lease::Model> = lease::Entity::find()
@@ -250,7 +184,7 @@ async fn killed_during_a_burst_of_creates_nothing_is_half_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_while_running_events_every_event_runs_exactly_once() {
     let (_dir, db, log) = scratch();
-    let server = Server::start(&db, &log).await;
+    let server = Server::start(&sqlite_url(&db), &log, &[]).await;
     let client = reqwest::Client::new();
     for i in 0..20 {
         post(
@@ -304,7 +238,7 @@ async fn killed_while_running_events_every_event_runs_exactly_once() {
             done < due,
             "the kill came after the whole {wave} wave ran; the test proves nothing"
         );
-        server = Server::start(&db, &log).await;
+        server = Server::start(&sqlite_url(&db), &log, &[]).await;
     }
     // The last server finishes the work, taking over the dead runners' claims.
     let started = Instant::now();

@@ -124,6 +124,17 @@ impl From<DomainError> for ApiError {
             E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Database(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        // PostgreSQL's exclusion constraint caught a double booking the service did not (it
+        // cannot happen while writers are serialized, but the answer must still be right).
+        if let E::Database(db) = &err
+            && db.to_string().contains("allocations_no_overlap")
+        {
+            return Self::new(
+                StatusCode::CONFLICT,
+                "NotEnoughHostsAvailable",
+                "A host was booked by another request at the same time; retry",
+            );
+        }
         if status.is_server_error() {
             // The details stay in the log (with the request id); the client gets a generic text.
             tracing::error!(error = %err, "request failed");

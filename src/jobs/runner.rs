@@ -500,6 +500,49 @@ impl Runner {
         })
     }
 
+    /// On PostgreSQL: rings this instance's bell whenever another instance announces a lease
+    /// change, so that an event created elsewhere runs here on time. Reconnects after errors.
+    pub async fn listen_for_changes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        use sea_orm::sqlx::postgres::PgListener;
+        let pool = self
+            .services
+            .db
+            .conn()
+            .get_postgres_connection_pool()
+            .clone();
+        loop {
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(mut l) => match l.listen(crate::db::PG_CHANGES_CHANNEL).await {
+                    Ok(()) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for lease changes");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for lease changes");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    n = listener.recv() => match n {
+                        Ok(_) => self.services.wake.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lease change listener lost; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+            // Changes announced while disconnected: look at the table again.
+            self.services.wake.notify_one();
+        }
+    }
+
     /// Asks the loop to stop between events.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);

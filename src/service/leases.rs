@@ -247,7 +247,7 @@ impl Services {
         insert_all::<event::Entity, _>(&*txn, &events).await?;
         txn.commit().await?;
         tracing::info!(lease_id = %lease.id, hosts = ?chosen, "lease created");
-        self.changed("lease.create", &lease, now);
+        self.changed("lease.create", &lease, now).await;
         Ok(LeaseDetail {
             lease,
             reservations,
@@ -285,7 +285,7 @@ impl Services {
                 .await?
                 .remove(0);
             txn.commit().await?;
-            self.changed("lease.update", &detail.lease, now);
+            self.changed("lease.update", &detail.lease, now).await;
             return Ok(detail);
         }
 
@@ -448,14 +448,15 @@ impl Services {
             .await?
             .remove(0);
         txn.commit().await?;
-        self.changed("lease.update", &detail.lease, now);
+        self.changed("lease.update", &detail.lease, now).await;
         Ok(detail)
     }
 
-    /// After a committed change: notify subscribers and let the runner re-plan its sleep.
-    fn changed(&self, kind: &str, lease: &lease::Model, now: NaiveDateTime) {
+    /// After a committed change: notify subscribers and let the runners re-plan their sleep.
+    async fn changed(&self, kind: &str, lease: &lease::Model, now: NaiveDateTime) {
         self.notifier.emit(lease_payload(kind, lease, None, now));
         self.wake.notify_one();
+        self.db.announce_change().await;
     }
 
     /// Moves the lease's events to the new window; a before-end event that already fired and now
@@ -561,7 +562,7 @@ impl Services {
             .await?;
         txn.commit().await?;
         tracing::info!(lease_id = %lease.id, "lease deleted");
-        self.changed("lease.delete", &lease, now);
+        self.changed("lease.delete", &lease, now).await;
         Ok(())
     }
 }

@@ -1,6 +1,9 @@
 //! Concurrent requests competing for the same hosts: never a double booking, never a half lease.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use entity::{allocation, event, lease, reservation};
+use sea_orm::EntityTrait;
 
 use futures_util_free::join_all;
 use serde_json::json;
@@ -25,17 +28,18 @@ mod futures_util_free {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_never_double_book() {
+    crate::skip_if_no_database!();
     let app = std::sync::Arc::new(spawn_app().await);
-    for i in 1..=4 {
+    for i in 1..=8 {
         app.host(&format!("c{i}"), json!({})).await;
     }
-    // 32 leases of one host each, all overlapping 2030-01-05 12:00..13:00.
-    let futs: Vec<_> = (0..32)
+    // 64 leases of one host each, all overlapping 2030-01-05 13:00..14:00.
+    let futs: Vec<_> = (0..64)
         .map(|i| {
             let app = app.clone();
             async move {
-                let start = format!("2030-01-05 {:02}:00", 10 + i % 3);
-                let end = format!("2030-01-05 {:02}:00", 13 + i % 2);
+                let start = format!("2030-01-05 {:02}:00", 10 + i % 4);
+                let end = format!("2030-01-05 {:02}:00", 14 + i % 3);
                 app.lease(&format!("l{i}"), &start, &end, 1, 1, "").await
             }
         })
@@ -43,43 +47,56 @@ async fn concurrent_creates_never_double_book() {
     let results = join_all(futs).await;
     let ok = results.iter().filter(|r| r.status == 202).count();
     let conflicts = results.iter().filter(|r| r.status == 409).count();
-    assert_eq!(ok, 4, "exactly as many as there are hosts");
+    println!("64 concurrent creates for 8 hosts: {ok} created, {conflicts} refused with 409");
+    assert_eq!(ok, 8, "exactly as many as there are hosts");
     assert_eq!(
         conflicts,
-        28,
+        56,
         "the rest are refused: {:?}",
         results.iter().map(|r| r.status).collect::<Vec<_>>()
     );
     for r in results.iter().filter(|r| r.status == 409) {
         assert_eq!(r.body["error_name"], "NotEnoughHostsAvailable");
     }
-    // Each host holds at most one lease, and every stored lease has its host.
-    let all = app.get("/v1/os-hosts/allocations").await.expect(200);
-    let mut per_lease: HashMap<String, usize> = HashMap::new();
-    for a in all.body["allocations"].as_array().unwrap() {
-        let held = a["reservations"].as_array().unwrap();
-        assert_eq!(
-            held.len(),
-            1,
-            "host {} booked {} times",
-            a["resource_id"],
-            held.len()
-        );
-        *per_lease
-            .entry(held[0]["lease_id"].as_str().unwrap().to_string())
-            .or_default() += 1;
+    // In the database: each host holds at most one lease, every lease is whole, no orphan rows.
+    let db = app.services.db.conn();
+    let allocs = allocation::Entity::find().all(db).await.unwrap();
+    let leases = lease::Entity::find().all(db).await.unwrap();
+    let reservations = reservation::Entity::find().all(db).await.unwrap();
+    let events = event::Entity::find().all(db).await.unwrap();
+    let mut per_host: HashMap<i64, usize> = HashMap::new();
+    for a in &allocs {
+        *per_host.entry(a.host_id).or_default() += 1;
     }
-    let leases = app.get("/v1/leases").await.expect(200);
-    assert_eq!(
-        leases.body["leases"].as_array().unwrap().len(),
-        4,
-        "no half-created leases"
+    assert_eq!(per_host.len(), 8);
+    assert!(
+        per_host.values().all(|n| *n == 1),
+        "a host booked twice: {per_host:?}"
     );
-    assert_eq!(per_lease.len(), 4);
+    let lease_ids: HashSet<&str> = leases.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(leases.len(), 8, "no half-created leases");
+    assert_eq!(reservations.len(), 8);
+    assert_eq!(events.len(), 24);
+    assert!(
+        reservations
+            .iter()
+            .all(|r| lease_ids.contains(r.lease_id.as_str()))
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| lease_ids.contains(e.lease_id.as_str()))
+    );
+    assert!(
+        allocs
+            .iter()
+            .all(|a| lease_ids.contains(a.lease_id.as_str()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_in_separate_windows_all_succeed() {
+    crate::skip_if_no_database!();
     let app = std::sync::Arc::new(spawn_app().await);
     app.host("c1", json!({})).await;
     let futs: Vec<_> = (0..20)

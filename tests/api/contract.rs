@@ -67,6 +67,7 @@ fn to_2030(v: &Value) -> Value {
 
 #[tokio::test]
 async fn seed_lease_examples_replay_with_the_same_shapes() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("compute", json!({})).await;
 
@@ -167,6 +168,7 @@ async fn seed_lease_examples_replay_with_the_same_shapes() {
 
 #[tokio::test]
 async fn seed_host_examples_replay_with_the_same_shapes() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     let created = app
         .post("/v1/os-hosts", &fixture("host-create-request"))
@@ -211,6 +213,7 @@ async fn seed_host_examples_replay_with_the_same_shapes() {
 
 #[tokio::test]
 async fn the_served_spec_is_the_committed_spec() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     for (path, file) in [
         ("/openapi.json", "openapi/blazar-v1.json"),
@@ -230,6 +233,7 @@ async fn the_served_spec_is_the_committed_spec() {
 
 #[tokio::test]
 async fn every_operation_has_an_operation_id_and_one_success_response() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     let spec = app.get("/openapi.json").await.expect(200).body;
     assert_eq!(spec["openapi"], "3.0.0");
@@ -282,6 +286,7 @@ async fn every_operation_has_an_operation_id_and_one_success_response() {
 
 #[tokio::test]
 async fn every_route_answers_with_a_json_suffix() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     let host = app.host("compute-1", json!({"gpu": "true"})).await;
     let hid = host["id"].as_str().unwrap();
@@ -352,6 +357,7 @@ async fn every_route_answers_with_a_json_suffix() {
 
 #[tokio::test]
 async fn versions_document_as_upstream() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     for path in ["/", "/versions"] {
         let r = app.get(path).await.expect(300);
@@ -369,6 +375,7 @@ async fn versions_document_as_upstream() {
 
 #[tokio::test]
 async fn plugins_are_discoverable() {
+    crate::skip_if_no_database!();
     let app = spawn_with(|s| s.default_before_end_action = "snapshot".into()).await;
     let r = app.get("/v1/plugins").await.expect(200);
     let p = &r.body["plugins"][0];
@@ -395,6 +402,7 @@ async fn plugins_are_discoverable() {
 
 #[tokio::test]
 async fn swagger_ui_and_specs_are_served() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     let ui = app
         .raw(Method::GET, "/docs", &[("accept", "text/html")], None)
@@ -411,6 +419,7 @@ async fn swagger_ui_and_specs_are_served() {
 
 #[tokio::test]
 async fn responses_carry_request_id_and_api_version_headers() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     let r = app.get("/v1/leases").await.expect(200);
     assert!(

@@ -7,6 +7,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn framework_errors_use_the_envelope() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     type Case<'a> = (
         Method,
@@ -107,6 +108,7 @@ async fn framework_errors_use_the_envelope() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413() {
+    crate::skip_if_no_database!();
     let app = spawn_with(|s| s.max_body_bytes = 4096).await;
     let big = json!({"name": "x".repeat(5000)}).to_string();
     let r = app
@@ -124,6 +126,7 @@ async fn bodies_over_the_limit_get_413() {
 
 #[tokio::test]
 async fn an_empty_body_is_an_empty_object() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     let msg = app
         .raw(Method::POST, "/v1/leases", &[], Some(Vec::new()))
@@ -134,6 +137,7 @@ async fn an_empty_body_is_an_empty_object() {
 
 #[tokio::test]
 async fn json_content_type_with_charset_is_accepted() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.raw(
         Method::POST,
@@ -147,6 +151,7 @@ async fn json_content_type_with_charset_is_accepted() {
 
 #[tokio::test]
 async fn sql_fragments_are_just_text() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     let evil = "x'); DROP TABLE leases; --";
     let h = app.host(evil, json!({"note": "1' OR '1'='1"})).await;

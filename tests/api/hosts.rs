@@ -7,6 +7,7 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn enrol_with_facts_and_capabilities() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     let h = app
         .host("compute-1", json!({"vcpus": "8", "memory_mb": 16384, "local_gb": 100, "hypervisor_type": "QEMU",
@@ -48,6 +49,7 @@ async fn enrol_with_facts_and_capabilities() {
 
 #[tokio::test]
 async fn enrolment_errors_change_nothing() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("compute-1", json!({})).await;
     let before = app.snapshot().await;
@@ -97,6 +99,7 @@ async fn enrolment_errors_change_nothing() {
 
 #[tokio::test]
 async fn update_flat_and_wrapped_and_null_removes() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("compute-1", json!({"gpu": "true", "rack": "r1"}))
         .await;
@@ -154,6 +157,7 @@ async fn update_flat_and_wrapped_and_null_removes() {
 
 #[tokio::test]
 async fn capabilities_used_by_a_reservation_cannot_change() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host(
         "compute-1",
@@ -204,6 +208,7 @@ async fn capabilities_used_by_a_reservation_cannot_change() {
 
 #[tokio::test]
 async fn delete_refused_while_reserved() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("compute-1", json!({})).await;
     app.host("compute-2", json!({})).await;
@@ -230,6 +235,7 @@ async fn delete_refused_while_reserved() {
 
 #[tokio::test]
 async fn allocations_list_and_show() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     for i in 1..=3 {
         app.host(&format!("c{i}"), json!({})).await;
@@ -298,6 +304,7 @@ async fn allocations_list_and_show() {
 
 #[tokio::test]
 async fn resource_properties_list_detail_private() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({"gpu": "true", "rack": "r1"})).await;
     app.host("c2", json!({"gpu": "false"})).await;

@@ -22,6 +22,7 @@ fn id_of(r: &Resp) -> String {
 
 #[tokio::test]
 async fn create_show_list_update_delete_round_trip() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 2).await;
     let created = app
@@ -75,6 +76,7 @@ async fn create_show_list_update_delete_round_trip() {
 
 #[tokio::test]
 async fn identity_headers_are_stored_on_the_lease_and_defaults_apply() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     let body = lease_body("mine", "2030-01-05 10:00", "2030-01-06 10:00", 1, 1, "");
     hosts(&app, 2).await;
@@ -101,6 +103,7 @@ async fn identity_headers_are_stored_on_the_lease_and_defaults_apply() {
 
 #[tokio::test]
 async fn start_now_is_truncated_to_the_minute() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.clock().advance(TimeDelta::seconds(42));
     let r = app
@@ -125,6 +128,7 @@ async fn start_now_is_truncated_to_the_minute() {
 
 #[tokio::test]
 async fn before_end_event_rules() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     // A lease shorter than the default 60 minutes gets its before-end event at its start.
     let r = app
@@ -184,6 +188,7 @@ async fn before_end_event_rules() {
 /// Each bad create gets a 400 naming the problem, and changes nothing.
 #[tokio::test]
 async fn create_validation_rules() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 2).await;
     let before = app.snapshot().await;
@@ -377,6 +382,7 @@ async fn create_validation_rules() {
 
 #[tokio::test]
 async fn counts_may_be_strings_as_some_clients_send_them() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 3).await;
     let mut body = lease_body("s", "2030-01-05 10:00", "2030-01-06 10:00", 1, 1, "");
@@ -395,6 +401,7 @@ async fn counts_may_be_strings_as_some_clients_send_them() {
 
 #[tokio::test]
 async fn not_enough_hosts_is_409_with_counts_and_stores_nothing() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 4).await;
     app.lease(
@@ -440,6 +447,7 @@ async fn not_enough_hosts_is_409_with_counts_and_stores_nothing() {
 
 #[tokio::test]
 async fn filters_compare_numbers_as_numbers_and_combine() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     // vcpus 2, 4, ..., 20; rack odd/even.
     hosts(&app, 10).await;
@@ -503,6 +511,7 @@ async fn filters_compare_numbers_as_numbers_and_combine() {
 
 #[tokio::test]
 async fn host_choice_prefers_least_used_hosts_then_lowest_id() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 3).await;
     // Book host 1 twice and host 2 once in other windows.
@@ -529,6 +538,7 @@ async fn host_choice_prefers_least_used_hosts_then_lowest_id() {
 
 #[tokio::test]
 async fn several_reservations_in_one_lease_get_distinct_hosts() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 4).await;
     let body = json!({
@@ -562,6 +572,7 @@ async fn several_reservations_in_one_lease_get_distinct_hosts() {
 
 #[tokio::test]
 async fn update_rules_and_refusals_change_nothing() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 3).await;
     let a = app
@@ -696,6 +707,7 @@ async fn update_rules_and_refusals_change_nothing() {
 
 #[tokio::test]
 async fn updates_keep_hosts_and_detect_conflicts_when_prolonging() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 2).await;
     let a = app
@@ -756,6 +768,7 @@ async fn updates_keep_hosts_and_detect_conflicts_when_prolonging() {
 
 #[tokio::test]
 async fn started_and_terminated_leases() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 1).await;
     let a = app
@@ -791,6 +804,7 @@ async fn started_and_terminated_leases() {
 
 #[tokio::test]
 async fn delete_frees_the_hosts_at_once() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     hosts(&app, 1).await;
     let a = app
@@ -813,6 +827,7 @@ async fn delete_frees_the_hosts_at_once() {
 
 #[tokio::test]
 async fn names_may_repeat_and_unknown_ids_are_404() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.post(
         "/v1/leases",

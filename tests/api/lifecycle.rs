@@ -71,6 +71,7 @@ async fn create(app: &TestApp, body: Value) -> String {
 
 #[tokio::test]
 async fn a_lease_goes_pending_active_terminated_and_frees_its_hosts() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({})).await;
     let id = create(
@@ -140,6 +141,7 @@ async fn a_lease_goes_pending_active_terminated_and_frees_its_hosts() {
 
 #[tokio::test]
 async fn before_end_actions_per_reservation() {
+    crate::skip_if_no_database!();
     let app = spawn_with(|s| s.default_before_end_action = "snapshot".into()).await;
     for i in 1..=3 {
         app.host(&format!("c{i}"), json!({})).await;
@@ -182,6 +184,7 @@ async fn before_end_actions_per_reservation() {
 
 #[tokio::test]
 async fn updates_move_the_events() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({})).await;
     let id = create(
@@ -248,6 +251,7 @@ async fn updates_move_the_events() {
 
 #[tokio::test]
 async fn a_running_reservation_that_grows_gets_its_hosts_at_once() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({})).await;
     app.host("c2", json!({})).await;
@@ -282,6 +286,7 @@ async fn a_running_reservation_that_grows_gets_its_hosts_at_once() {
 
 #[tokio::test]
 async fn deleting_before_during_and_after() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({})).await;
     let before = create(
@@ -337,6 +342,7 @@ async fn deleting_before_during_and_after() {
 
 #[tokio::test]
 async fn several_due_events_run_in_order_after_downtime() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({})).await;
     let a = create(
@@ -425,6 +431,7 @@ impl ResourceDriver for FailingDriver {
 
 #[tokio::test]
 async fn a_failing_action_marks_error_with_a_reason_and_nothing_else() {
+    crate::skip_if_no_database!();
     let app = spawn_with_driver(|_| {}, Arc::new(FailingDriver)).await;
     app.host("c1", json!({})).await;
     app.host("c2", json!({})).await;
@@ -465,6 +472,7 @@ async fn a_failing_action_marks_error_with_a_reason_and_nothing_else() {
 
 #[tokio::test]
 async fn an_expired_claim_is_taken_over_and_run_once() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({})).await;
     let id = create(

@@ -1,5 +1,6 @@
 //! HTTP tests: each test starts the real application on port 0 with its own fresh database and
-//! drives it over HTTP, with a manual clock so that dates are exact.
+//! drives it over HTTP, with a manual clock so that dates are exact. tests/api_postgres.rs runs
+//! the same modules on PostgreSQL: add a new module to both files.
 
 mod concurrency;
 mod contract;

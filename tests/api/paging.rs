@@ -32,6 +32,7 @@ async fn walk(app: &TestApp, first: &str, key: &str, id: &str) -> Vec<Vec<String
 
 #[tokio::test]
 async fn lists_page_with_limit_and_marker() {
+    crate::skip_if_no_database!();
     let app = spawn_with(|s| s.max_page_size = 3).await;
     let mut leases: Vec<String> = Vec::new();
     for i in 0..5 {
@@ -106,6 +107,7 @@ async fn lists_page_with_limit_and_marker() {
 
 #[tokio::test]
 async fn health_and_readiness() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     assert_eq!(
         app.get("/healthz").await.expect(200).body,
@@ -113,6 +115,9 @@ async fn health_and_readiness() {
     );
     let r: Value = app.get("/readyz").await.expect(200).body;
     assert_eq!(r["status"], "ready");
-    assert_eq!(r["database"], "sqlite");
+    assert_eq!(
+        r["database"],
+        if on_postgres() { "postgres" } else { "sqlite" }
+    );
     assert!(r["migrations"].as_u64().unwrap() >= 2);
 }

@@ -27,6 +27,7 @@ async fn call(
 
 #[tokio::test]
 async fn projects_cannot_see_change_or_delete_each_others_leases() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({})).await;
     let alice = who("alpha", "member,reader");
@@ -139,6 +140,7 @@ async fn projects_cannot_see_change_or_delete_each_others_leases() {
 
 #[tokio::test]
 async fn members_cannot_manage_hosts() {
+    crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({"gpu": "true"})).await;
     let alice = who("alpha", "member,reader");
@@ -190,6 +192,7 @@ async fn members_cannot_manage_hosts() {
 
 #[tokio::test]
 async fn a_policy_file_overrides_the_defaults() {
+    crate::skip_if_no_database!();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("policy.yaml");
     std::fs::write(
@@ -216,6 +219,7 @@ async fn a_policy_file_overrides_the_defaults() {
 
 #[tokio::test]
 async fn a_bad_policy_file_stops_the_server_with_a_clear_message() {
+    crate::skip_if_no_database!();
     use blazar_server::{app::Application, clock::SystemClock, config::Settings};
     let dir = tempfile::tempdir().unwrap();
     for (text, needle) in [

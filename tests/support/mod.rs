@@ -32,6 +32,84 @@ pub fn t0() -> NaiveDateTime {
         .unwrap()
 }
 
+/// True in the `api_postgres` test binary: the same HTTP tests as `api`, each on a fresh
+/// PostgreSQL database on the server named by `BLAZAR_TEST_DATABASE_URL`.
+pub fn on_postgres() -> bool {
+    env!("CARGO_CRATE_NAME") == "api_postgres"
+}
+
+/// Why this test cannot run here, if it cannot.
+pub fn skip_reason() -> Option<&'static str> {
+    (on_postgres() && std::env::var("BLAZAR_TEST_DATABASE_URL").is_err()).then_some(
+        "BLAZAR_TEST_DATABASE_URL is not set, so the PostgreSQL run of this test is skipped \
+         (.ci/run sets it; e.g. postgres://postgres@127.0.0.1:5432/test)",
+    )
+}
+
+/// First line of every HTTP test: returns early, saying why, where the test cannot run.
+#[macro_export]
+macro_rules! skip_if_no_database {
+    () => {
+        if let Some(why) = $crate::helpers::skip_reason() {
+            // Straight to the file descriptor: the test harness would swallow eprintln!.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {}: {why}", module_path!());
+            return;
+        }
+    };
+}
+
+/// A fresh PostgreSQL database for one app; dropped (best effort) with the app.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    async fn create() -> (Self, String) {
+        let admin_url = std::env::var("BLAZAR_TEST_DATABASE_URL").expect("checked by skip_reason");
+        let name = format!("blazar_t_{}", uuid::Uuid::new_v4().simple());
+        let admin = sea_orm::Database::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("BLAZAR_TEST_DATABASE_URL={admin_url}: cannot connect: {e}")
+            });
+        sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin_url.clone());
+        let url = format!("{base}/{name}");
+        (Self { admin_url, name }, url)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // The test's runtime is shutting down; drop the database from a runtime of our own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = sea_orm::Database::connect(&url).await {
+                    let _ = sea_orm::ConnectionTrait::execute_unprepared(
+                        &admin,
+                        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    )
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
@@ -43,6 +121,7 @@ pub struct TestApp {
     pub runner: Arc<Runner>,
     _dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
+    _pg: Option<PgDatabase>,
 }
 
 #[derive(Debug)]
@@ -157,6 +236,13 @@ async fn spawn_clocked(
         log_filter: "warn".into(),
         ..Settings::default()
     };
+    let pg = if on_postgres() {
+        let (db, url) = PgDatabase::create().await;
+        settings.database_url = url;
+        Some(db)
+    } else {
+        None
+    };
     configure(&mut settings);
     let app = Application::build_with_driver(settings, clock, driver)
         .await
@@ -176,6 +262,7 @@ async fn spawn_clocked(
         runner,
         _dir: dir,
         _shutdown: tx,
+        _pg: pg,
     }
 }
 
