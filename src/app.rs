@@ -221,11 +221,14 @@ impl Application {
             }
             tokio::spawn(self.runner.clone().run(stop_rx))
         });
+        let stopping = self.runner.clone();
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 routes(self.services),
                 async move {
                     shutdown.await;
+                    // The runner finishes the event it is running and stops before the next.
+                    stopping.stop();
                     let _ = stop_tx.send(true);
                 },
                 Some(Duration::from_secs(30)),

@@ -9,6 +9,8 @@ mod contract;
 mod errors;
 #[path = "support/mod.rs"]
 mod helpers;
+#[path = "api/hostile.rs"]
+mod hostile;
 #[path = "api/hosts.rs"]
 mod hosts;
 #[path = "api/leases.rs"]

@@ -292,3 +292,76 @@ async fn done_events(conn: &DatabaseConnection) -> usize {
         .await
         .unwrap() as usize
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_and_stops_the_runner_between_events() {
+    use std::io::{Read, Write};
+    let (_dir, db, log) = scratch();
+    let server = Server::start(&sqlite_url(&db), &log, &[]).await;
+    let client = reqwest::Client::new();
+    let t0 = wall_now() + TimeDelta::seconds(6);
+    let t0 = t0 - TimeDelta::nanoseconds(t0.and_utc().timestamp_subsec_nanos() as i64);
+    for i in 0..300 {
+        let body = json!({"name": format!("s{i}"), "start_date": fmt(t0), "end_date": fmt(t0 + TimeDelta::hours(1))});
+        let (s, v) = post(&client, format!("{}/v1/leases", server.base), body).await;
+        assert_eq!(s, 202, "{v}");
+    }
+    assert!(
+        wall_now() < t0,
+        "creating the leases took too long for the test's schedule"
+    );
+    let conn = open(&db).await;
+    // A request in flight: its headers are sent, half of its body is not yet.
+    let body = br#"{"name": "late-host", "gpu": "true"}"#;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/os-hosts HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body[..10]).unwrap();
+    // SIGTERM while the runner is in the middle of a wave of events.
+    while done_events(&conn).await < 20 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.signal_term();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(&body[10..]).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 202"),
+        "the request in flight was not finished: {answer}"
+    );
+    let status = server.wait_exit(Duration::from_secs(35)).await;
+    assert!(status.success(), "exit status {status}");
+    let events = event::Entity::find().all(&conn).await.unwrap();
+    let in_progress = events.iter().filter(|e| e.status == "IN_PROGRESS").count();
+    let done = events.iter().filter(|e| e.status == "DONE").count();
+    // Start and before-end (due at t0) of each lease; the ends are an hour away.
+    let due = 600;
+    println!("SIGTERM: exited with {done}/{due} due events done, {in_progress} in progress");
+    assert_eq!(
+        in_progress, 0,
+        "the runner stopped in the middle of an event"
+    );
+    assert!(done < due, "the runner finished the wave before the signal");
+    // A restart finishes the rest.
+    let server = Server::start(&sqlite_url(&db), &log, &[]).await;
+    let started = Instant::now();
+    while done_events(&conn).await < due {
+        assert!(started.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hosts: Value = client
+        .get(format!("{}/v1/os-hosts", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hosts["hosts"][0]["hypervisor_hostname"], "late-host");
+}

@@ -7,6 +7,7 @@ mod contract;
 mod errors;
 #[path = "../support/mod.rs"]
 mod helpers;
+mod hostile;
 mod hosts;
 mod leases;
 mod lifecycle;

@@ -371,6 +371,32 @@ impl TestApp {
         .await
     }
 
+    /// Every row of every table, in a stable order: for "nothing changed" checks that look
+    /// below the API.
+    pub async fn dump(&self) -> String {
+        use entity::*;
+        use sea_orm::{EntityTrait, QueryOrder};
+        let db = self.services.db.conn();
+        let mut out = String::new();
+        macro_rules! table {
+            ($m:ident, $col:expr) => {
+                for row in $m::Entity::find().order_by_asc($col).all(db).await.unwrap() {
+                    out.push_str(&format!("{row:?}\n"));
+                }
+            };
+        }
+        table!(lease, lease::Column::Id);
+        table!(reservation, reservation::Column::Id);
+        table!(event, event::Column::Id);
+        table!(host, host::Column::Id);
+        table!(host_capability, host_capability::Column::Id);
+        table!(resource_property, resource_property::Column::Id);
+        table!(allocation, allocation::Column::Id);
+        table!(event_run, event_run::Column::Id);
+        table!(driver_action, driver_action::Column::Id);
+        out
+    }
+
     /// Everything a client can see, for "nothing changed" checks.
     pub async fn snapshot(&self) -> Value {
         json!({
