@@ -165,6 +165,7 @@ impl Application {
             wake: Arc::new(Notify::new()),
             auth,
             policy,
+            placement: Default::default(),
         });
         let runner = Arc::new(Runner::new(services.clone()));
         let acceptor = TcpListener::bind(settings.bind.clone())

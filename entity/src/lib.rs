@@ -9,6 +9,7 @@ pub mod event_run;
 pub mod host;
 pub mod host_capability;
 pub mod lease;
+pub mod placement_version;
 pub mod reservation;
 pub mod resource_property;
 

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_initial;
 mod m20261124_000002_lifecycle;
 mod m20261124_000003_pg_no_overlap;
+mod m20261124_000004_placement_versions;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261124_000002_lifecycle::Migration),
             Box::new(m20261124_000003_pg_no_overlap::Migration),
+            Box::new(m20261124_000004_placement_versions::Migration),
         ]
     }
 }

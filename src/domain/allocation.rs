@@ -53,12 +53,12 @@ pub enum PlanError {
     },
 }
 
-/// Chooses hosts for every reservation of a lease at once. `busy` holds hosts booked by *other*
-/// leases in the window; `usage` counts current and future bookings per host.
+/// Chooses hosts for every reservation of a lease at once. `busy(host)` says whether *another*
+/// lease books the host in the window; `usage(host)` counts its current and future bookings.
 pub fn plan<C: Candidate>(
     hosts: &[C],
-    busy: &HashSet<i64>,
-    usage: &HashMap<i64, u64>,
+    busy: impl Fn(i64) -> bool,
+    usage: impl Fn(i64) -> u64,
     needs: &[Need<'_>],
 ) -> Result<Vec<Vec<i64>>, PlanError> {
     let mut taken: HashSet<i64> = needs
@@ -81,7 +81,7 @@ pub fn plan<C: Candidate>(
             .filter(|h| h.reservable() && need.filter.matches(*h))
             .map(Candidate::host_id)
             .collect();
-        let usable = |h: &i64| m.contains(h) && !busy.contains(h) && !taken.contains(h);
+        let usable = |h: &i64| m.contains(h) && !taken.contains(h) && !busy(*h);
         if need.keep_held {
             if let Some(&host) = need.held.iter().find(|h| !usable(h)) {
                 let why = if !m.contains(&host) {
@@ -141,13 +141,7 @@ pub fn plan<C: Candidate>(
             .copied()
             .filter(|h| !taken.contains(h))
             .collect();
-        pool.sort_unstable_by_key(|h| {
-            (
-                demand.get(h).copied().unwrap_or(0),
-                usage.get(h).copied().unwrap_or(0),
-                *h,
-            )
-        });
+        pool.sort_unstable_by_key(|h| (demand.get(h).copied().unwrap_or(0), usage(*h), *h));
         let got: Vec<i64> = pool.into_iter().take(count).collect();
         taken.extend(got.iter().copied());
         chosen[i].extend(got);
@@ -230,8 +224,8 @@ mod tests {
         let any = Filter::All;
         let got = plan(
             &hosts(),
-            &HashSet::new(),
-            &HashMap::new(),
+            |_| false,
+            |_| 0,
             &[need(&any, 2, 2, &[]), need(&any, 2, 2, &[])],
         )
         .unwrap();
@@ -246,9 +240,21 @@ mod tests {
     fn filters_busy_hosts_and_shortage_counts() {
         let b = Filter::parse("f", r#"["==", "$rack", "b"]"#).unwrap();
         let busy = HashSet::from([3]);
-        let got = plan(&hosts(), &busy, &HashMap::new(), &[need(&b, 1, 5, &[])]).unwrap();
+        let got = plan(
+            &hosts(),
+            |h| busy.contains(&h),
+            |_| 0,
+            &[need(&b, 1, 5, &[])],
+        )
+        .unwrap();
         assert_eq!(got, vec![vec![5]]);
-        let err = plan(&hosts(), &busy, &HashMap::new(), &[need(&b, 2, 2, &[])]).unwrap_err();
+        let err = plan(
+            &hosts(),
+            |h| busy.contains(&h),
+            |_| 0,
+            &[need(&b, 2, 2, &[])],
+        )
+        .unwrap_err();
         assert_eq!(
             err,
             PlanError::Shortage {
@@ -267,10 +273,10 @@ mod tests {
         let mut n = need(&any, 1, 2, &[3]);
         n.keep_held = true;
         assert_eq!(
-            plan(&hosts(), &HashSet::new(), &HashMap::new(), &[n.clone()]).unwrap(),
+            plan(&hosts(), |_| false, |_| 0, &[n.clone()]).unwrap(),
             vec![vec![3, 1]]
         );
-        let err = plan(&hosts(), &HashSet::from([3]), &HashMap::new(), &[n]).unwrap_err();
+        let err = plan(&hosts(), |h| h == 3, |_| 0, &[n]).unwrap_err();
         assert!(matches!(err, PlanError::HeldHostLost { host: 3, .. }));
     }
 
@@ -282,7 +288,7 @@ mod tests {
             replan: false,
             ..need(&any, 1, 1, &[2])
         };
-        let got = plan(&hosts(), &HashSet::new(), &HashMap::new(), &[a, b]).unwrap();
+        let got = plan(&hosts(), |_| false, |_| 0, &[a, b]).unwrap();
         assert_eq!(got, vec![vec![1, 3, 5], vec![2]]);
     }
 
@@ -290,15 +296,15 @@ mod tests {
     fn takes_up_to_max_preferring_least_used_then_lowest_id() {
         let any = Filter::All;
         let usage = HashMap::from([(1, 3), (2, 0), (3, 1), (5, 0)]);
-        let got = plan(&hosts(), &HashSet::new(), &usage, &[need(&any, 1, 3, &[])]).unwrap();
-        assert_eq!(got, vec![vec![2, 5, 3]]);
         let got = plan(
             &hosts(),
-            &HashSet::new(),
-            &HashMap::new(),
-            &[need(&any, 1, 10, &[])],
+            |_| false,
+            |h| usage.get(&h).copied().unwrap_or(0),
+            &[need(&any, 1, 3, &[])],
         )
         .unwrap();
+        assert_eq!(got, vec![vec![2, 5, 3]]);
+        let got = plan(&hosts(), |_| false, |_| 0, &[need(&any, 1, 10, &[])]).unwrap();
         assert_eq!(
             got,
             vec![vec![1, 2, 3, 5]],
@@ -309,21 +315,9 @@ mod tests {
     #[test]
     fn keeps_current_hosts_first() {
         let any = Filter::All;
-        let got = plan(
-            &hosts(),
-            &HashSet::new(),
-            &HashMap::new(),
-            &[need(&any, 1, 2, &[5])],
-        )
-        .unwrap();
+        let got = plan(&hosts(), |_| false, |_| 0, &[need(&any, 1, 2, &[5])]).unwrap();
         assert_eq!(got, vec![vec![5, 1]]);
-        let got = plan(
-            &hosts(),
-            &HashSet::new(),
-            &HashMap::new(),
-            &[need(&any, 1, 2, &[5, 3, 2])],
-        )
-        .unwrap();
+        let got = plan(&hosts(), |_| false, |_| 0, &[need(&any, 1, 2, &[5, 3, 2])]).unwrap();
         assert_eq!(got, vec![vec![5, 3]], "over max: the first held hosts stay");
     }
 
@@ -333,8 +327,8 @@ mod tests {
         let a = Filter::parse("f", r#"["==", "$rack", "a"]"#).unwrap();
         let got = plan(
             &hosts(),
-            &HashSet::new(),
-            &HashMap::new(),
+            |_| false,
+            |_| 0,
             &[need(&any, 1, 3, &[]), need(&a, 2, 2, &[])],
         )
         .unwrap();

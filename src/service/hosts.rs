@@ -115,6 +115,7 @@ impl Services {
                 .await?;
         }
         ensure_properties(&*txn, req.capabilities.keys(), stamp).await?;
+        self.placement.record_hosts(&*txn).await?;
         txn.commit().await?;
         tracing::info!(host_id = host.id, name = %host.hypervisor_hostname, "host enrolled");
         Ok(HostRecord {
@@ -202,6 +203,7 @@ impl Services {
             .map(|(k, _)| k)
             .collect();
         ensure_properties(&*txn, added.into_iter(), stamp).await?;
+        self.placement.record_hosts(&*txn).await?;
         let updated = load_host(&*txn, id).await?;
         txn.commit().await?;
         Ok(updated)
@@ -231,6 +233,7 @@ impl Services {
         host::Entity::delete_by_id(record.host.id)
             .exec(&*txn)
             .await?;
+        self.placement.record_hosts(&*txn).await?;
         txn.commit().await?;
         tracing::info!(host_id = record.host.id, "host deleted");
         Ok(())

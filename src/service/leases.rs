@@ -9,15 +9,19 @@ use chrono::NaiveDateTime;
 use entity::{allocation, event, lease, reservation};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use uuid::Uuid;
 
-use super::{Caller, Services, placement};
+use super::{
+    Caller, Services,
+    placement::{self, BookingChange},
+};
+use crate::db::WriteTxn;
 use crate::domain::{
     DomainError,
     allocation::{Need, PlanError, plan},
-    dates::{format_lease_date, truncate_to_second},
+    dates::{format_lease_date, truncate_to_minute, truncate_to_second},
     input::{Object, printable},
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
     page::{Page, PageRequest, marker_not_found},
@@ -153,9 +157,6 @@ impl Services {
         let chosen = if req.reservations.is_empty() {
             Vec::new()
         } else {
-            let hosts = placement::load_inventory(&*txn).await?;
-            let busy = placement::busy_hosts(&*txn, req.start, req.end, None).await?;
-            let usage = placement::usage(&*txn, now).await?;
             let needs: Vec<Need<'_>> = req
                 .reservations
                 .iter()
@@ -169,8 +170,8 @@ impl Services {
                 })
                 .collect();
             let bounds: Vec<(i32, i32)> = req.reservations.iter().map(|r| (r.min, r.max)).collect();
-            plan(&hosts, &busy, &usage, &needs)
-                .map_err(|e| plan_error(e, &bounds, req.start, req.end))?
+            self.choose_hosts(&txn, now, (req.start, req.end), None, &needs, &bounds)
+                .await?
         };
 
         let lease = lease::Model {
@@ -245,7 +246,23 @@ impl Services {
                 .await?;
         }
         insert_all::<event::Entity, _>(&*txn, &events).await?;
-        txn.commit().await?;
+        if !chosen.is_empty() {
+            let add = chosen
+                .iter()
+                .flatten()
+                .map(|h| (*h, req.start, req.end, lease_id.clone()))
+                .collect();
+            self.placement
+                .record_bookings(
+                    &*txn,
+                    BookingChange {
+                        remove_leases: Vec::new(),
+                        add,
+                    },
+                )
+                .await?;
+        }
+        self.commit(txn).await?;
         tracing::info!(lease_id = %lease.id, hosts = ?chosen, "lease created");
         self.changed("lease.create", &lease, now).await;
         Ok(LeaseDetail {
@@ -360,10 +377,17 @@ impl Services {
                 .push(a.host_id);
         }
         let empty = Vec::new();
+        // A host joining a lease that has started joins it from now, not from its start.
+        let started = old.start_date <= now;
+        let join_from = if started {
+            start.max(truncate_to_minute(now))
+        } else {
+            start
+        };
+        let bookings_change = merged.iter().any(|(_, _, replan)| *replan)
+            || start != old.start_date
+            || end != old.end_date;
         if merged.iter().any(|(_, _, replan)| *replan) {
-            let hosts = placement::load_inventory(&*txn).await?;
-            let busy = placement::busy_hosts(&*txn, start, end, Some(&old.id)).await?;
-            let usage = placement::usage(&*txn, now).await?;
             let needs: Vec<Need<'_>> = merged
                 .iter()
                 .map(|(r, filter, replan)| Need {
@@ -376,8 +400,9 @@ impl Services {
                 })
                 .collect();
             let bounds: Vec<(i32, i32)> = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();
-            let chosen = plan(&hosts, &busy, &usage, &needs)
-                .map_err(|e| plan_error(e, &bounds, start, end))?;
+            let chosen = self
+                .choose_hosts(&txn, now, (join_from, end), Some(&old.id), &needs, &bounds)
+                .await?;
             for ((r, _, replan), hosts) in merged.iter().zip(&chosen) {
                 if !replan {
                     continue;
@@ -404,7 +429,7 @@ impl Services {
                     allocation::Entity::insert_many(
                         added
                             .iter()
-                            .map(|h| new_allocation(*h, r, start, end, stamp)),
+                            .map(|h| new_allocation(*h, r, join_from, end, stamp)),
                     )
                     .exec(&*txn)
                     .await?;
@@ -424,11 +449,31 @@ impl Services {
             }
         }
         if start != old.start_date || end != old.end_date {
-            allocation::Entity::update_many()
-                .col_expr(allocation::Column::StartDate, Expr::value(start))
+            // Bookings follow the lease; once it has started, only their ends move.
+            let mut q = allocation::Entity::update_many()
                 .col_expr(allocation::Column::EndDate, Expr::value(end))
+                .filter(allocation::Column::LeaseId.eq(&old.id));
+            if !started {
+                q = q.col_expr(allocation::Column::StartDate, Expr::value(start));
+            }
+            q.exec(&*txn).await?;
+        }
+        if bookings_change {
+            let add = allocation::Entity::find()
                 .filter(allocation::Column::LeaseId.eq(&old.id))
-                .exec(&*txn)
+                .all(&*txn)
+                .await?
+                .into_iter()
+                .map(|a| (a.host_id, a.start_date, a.end_date, a.lease_id))
+                .collect();
+            self.placement
+                .record_bookings(
+                    &*txn,
+                    BookingChange {
+                        remove_leases: vec![old.id.clone()],
+                        add,
+                    },
+                )
                 .await?;
         }
         for ((next, _, _), r) in merged.iter().zip(&stored) {
@@ -447,9 +492,63 @@ impl Services {
         let detail = load_details(&*txn, vec![self.find_lease(&*txn, caller, id).await?])
             .await?
             .remove(0);
-        txn.commit().await?;
+        self.commit(txn).await?;
         self.changed("lease.update", &detail.lease, now).await;
         Ok(detail)
+    }
+
+    /// Chooses hosts in the in-memory copy, then checks them in the database. If the copy proved
+    /// stale (another instance booked a host it did not know of), reloads it and chooses again.
+    async fn choose_hosts(
+        &self,
+        txn: &WriteTxn<'_>,
+        now: NaiveDateTime,
+        (start, end): (NaiveDateTime, NaiveDateTime),
+        except: Option<&str>,
+        needs: &[Need<'_>],
+        bounds: &[(i32, i32)],
+    ) -> Result<Vec<Vec<i64>>, DomainError> {
+        for attempt in 0..2 {
+            self.placement.refresh(&**txn, now).await?;
+            let chosen = self
+                .placement
+                .with(|w| {
+                    plan(
+                        &w.hosts,
+                        |h| w.busy(h, start, end, except),
+                        |h| w.usage(h, now),
+                        needs,
+                    )
+                })
+                .map_err(|e| plan_error(e, bounds, start, end))?;
+            let picked: Vec<i64> = needs
+                .iter()
+                .zip(&chosen)
+                .filter(|(n, _)| n.replan)
+                .flat_map(|(_, hosts)| hosts.iter().copied())
+                .collect();
+            let clash = placement::verify_free(&**txn, &picked, start, end, except).await?;
+            if clash.is_empty() {
+                return Ok(chosen);
+            }
+            tracing::warn!(
+                ?clash,
+                attempt,
+                "the placement copy was stale; reloading it"
+            );
+            self.placement.forget();
+        }
+        Err(DomainError::Internal(
+            "the hosts chosen were booked even after reloading the bookings".into(),
+        ))
+    }
+
+    /// Commits; if that fails, the in-memory copy of the bookings may describe what never was.
+    async fn commit(&self, txn: WriteTxn<'_>) -> Result<(), DomainError> {
+        txn.commit().await.map_err(|e| {
+            self.placement.forget();
+            DomainError::from(e)
+        })
     }
 
     /// After a committed change: notify subscribers and let the runners re-plan their sleep.
@@ -557,10 +656,25 @@ impl Services {
         }
         // Reservations, events and allocations go with it (ON DELETE CASCADE): the hosts are free
         // and the events will never run, as soon as this commits.
+        let booked = allocation::Entity::find()
+            .filter(allocation::Column::LeaseId.eq(&lease.id))
+            .count(&*txn)
+            .await?;
         lease::Entity::delete_by_id(lease.id.clone())
             .exec(&*txn)
             .await?;
-        txn.commit().await?;
+        if booked > 0 {
+            self.placement
+                .record_bookings(
+                    &*txn,
+                    BookingChange {
+                        remove_leases: vec![lease.id.clone()],
+                        add: Vec::new(),
+                    },
+                )
+                .await?;
+        }
+        self.commit(txn).await?;
         tracing::info!(lease_id = %lease.id, "lease deleted");
         self.changed("lease.delete", &lease, now).await;
         Ok(())

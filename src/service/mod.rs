@@ -50,6 +50,8 @@ pub struct Services {
     pub auth: Arc<dyn Authenticator>,
     /// What callers may do.
     pub policy: Arc<Policy>,
+    /// The in-memory copy of hosts and bookings that host choice reads.
+    pub placement: Arc<placement::PlacementCache>,
 }
 
 impl Services {

@@ -113,3 +113,40 @@ async fn concurrent_creates_in_separate_windows_all_succeed() {
         .collect();
     assert!(join_all(futs).await.iter().all(|s| *s == 202));
 }
+
+/// Two instances on one database: each one's copy of hosts and bookings follows the other's
+/// writes, so neither double-books nor misses a host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_sees_the_first_ones_bookings() {
+    crate::skip_if_no_database!();
+    let a = spawn_app().await;
+    let url = a.services.settings.database_url.clone();
+    let b = spawn_with(move |s| s.database_url = url).await;
+    a.host("c1", json!({})).await;
+    // b learns of the host a enrolled, and books it.
+    b.lease("via-b", "2030-01-05 00:00", "2030-01-06 00:00", 1, 1, "")
+        .await
+        .expect(202);
+    // a learns of b's booking: the host is taken for that window.
+    let r = a
+        .lease("via-a", "2030-01-05 12:00", "2030-01-06 12:00", 1, 1, "")
+        .await;
+    assert_eq!(
+        r.body["error_name"], "NotEnoughHostsAvailable",
+        "{}",
+        r.text
+    );
+    // And when b's lease goes, a can book the host.
+    let id = b.get("/v1/leases").await.body["leases"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.delete(&format!("/v1/leases/{id}")).await.expect(204);
+    a.lease("via-a", "2030-01-05 12:00", "2030-01-06 12:00", 1, 1, "")
+        .await
+        .expect(202);
+    b.host("c2", json!({})).await;
+    a.lease("via-a-2", "2030-01-05 12:00", "2030-01-06 12:00", 1, 1, "")
+        .await
+        .expect(202);
+}
