@@ -14,7 +14,10 @@ use poem::{
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    api::{self, pipeline::Pipeline},
+    api::{
+        self,
+        pipeline::{AllowedMethods, Pipeline},
+    },
     auth::{
         Authenticator, NoAuth,
         keystone::{Keystone, KeystoneConfig},
@@ -53,6 +56,7 @@ pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
     let pipeline = Arc::new(Pipeline {
         max_body_bytes: services.settings.max_body_bytes,
         auth: services.auth.clone(),
+        methods: Arc::new(AllowedMethods::from_spec(&api.spec())),
     });
     Route::new()
         .at("/openapi.json", api.spec_endpoint())

@@ -125,6 +125,23 @@ impl Db {
         }
     }
 
+    /// Begins a read-only transaction that sees one snapshot (a lease and its events read in two
+    /// queries must not straddle a commit): REPEATABLE READ on PostgreSQL, where READ COMMITTED
+    /// would take a new snapshot per statement; SQLite's deferred transaction does this already.
+    pub async fn read(&self) -> Result<DatabaseTransaction, DbErr> {
+        match self.backend() {
+            DbBackend::Postgres => {
+                self.conn
+                    .begin_with_config(
+                        Some(sea_orm::IsolationLevel::RepeatableRead),
+                        Some(sea_orm::AccessMode::ReadOnly),
+                    )
+                    .await
+            }
+            _ => self.conn.begin().await,
+        }
+    }
+
     /// Begins a write transaction, waiting for this writer's turn.
     pub async fn write(&self) -> Result<WriteTxn<'_>, DbErr> {
         match &self.sqlite_writer {

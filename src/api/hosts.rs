@@ -13,7 +13,7 @@ use super::{
     ApiTags,
     error::ApiResult,
     paging::{self, PageLink},
-    types::{Nullable, RawBody},
+    types::{FactInt, Nullable, NullableString, RawBody},
 };
 use crate::{
     domain::dates::{format_lease_date, format_timestamp},
@@ -97,12 +97,18 @@ pub struct HostList {
 #[derive(Debug, Object)]
 #[oai(rename = "HostCreate")]
 pub struct HostCreateDoc {
+    /// 1 to 255 characters, no control characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     pub name: String,
-    pub vcpus: Option<i64>,
-    pub memory_mb: Option<i64>,
-    pub local_gb: Option<i64>,
+    pub vcpus: Option<FactInt>,
+    pub memory_mb: Option<FactInt>,
+    pub local_gb: Option<FactInt>,
     pub hypervisor_type: Option<String>,
-    pub hypervisor_version: Option<i64>,
+    pub hypervisor_version: Option<FactInt>,
     pub cpu_info: Option<String>,
     pub service_name: Option<String>,
     pub availability_zone: Option<String>,
@@ -116,8 +122,18 @@ pub struct HostCreateDoc {
 #[derive(Debug, Object)]
 #[oai(rename = "HostUpdate")]
 pub struct HostUpdateDoc {
+    /// The seed's form: the capabilities to set, alone in the body.
+    pub values: Option<BTreeMap<String, NullableString>>,
+    pub vcpus: Option<FactInt>,
+    pub memory_mb: Option<FactInt>,
+    pub local_gb: Option<FactInt>,
+    pub hypervisor_type: Option<String>,
+    pub hypervisor_version: Option<FactInt>,
+    pub cpu_info: Option<String>,
+    pub service_name: Option<String>,
+    pub availability_zone: Option<String>,
     #[oai(flatten)]
-    pub values: BTreeMap<String, String>,
+    pub capabilities: BTreeMap<String, NullableString>,
 }
 
 #[derive(ApiResponse)]
@@ -249,6 +265,7 @@ impl HostsApi {
         caller: Data<&Caller>,
         req: &Request,
         /// Page size (at most, and by default, the server's max_page_size: 1000).
+        #[oai(validator(minimum(value = "1")))]
         limit: Query<Option<i64>>,
         /// Id of the last host of the previous page.
         marker: Query<Option<String>>,
@@ -295,6 +312,7 @@ impl HostsApi {
         reservation_id: Query<Option<String>>,
         req: &Request,
         /// Page size (at most, and by default, the server's max_page_size: 1000).
+        #[oai(validator(minimum(value = "1")))]
         limit: Query<Option<i64>>,
         /// Id of the last host of the previous page.
         marker: Query<Option<String>>,

@@ -14,7 +14,7 @@ use super::{
     ApiTags,
     error::ApiResult,
     paging::{self, PageLink},
-    types::{Nullable, RawBody},
+    types::{Count, Nullable, RawBody},
 };
 use crate::{
     domain::dates::{format_lease_date, format_timestamp},
@@ -177,10 +177,10 @@ pub struct LeaseList {
 pub struct ReservationCreateDoc {
     /// Must be `physical:host`.
     pub resource_type: String,
-    /// Fewest hosts the lease accepts (>= 1). A string holding an integer is accepted too.
-    pub min: i32,
-    /// Most hosts the lease wants (>= min). A string holding an integer is accepted too.
-    pub max: i32,
+    /// Fewest hosts the lease accepts (>= 1); a string holding an integer is accepted too.
+    pub min: Count,
+    /// Most hosts the lease wants (>= min); a string holding an integer is accepted too.
+    pub max: Count,
     /// Filter on host columns: a string holding JSON such as `["==", "$vcpus", "4"]`, or `""`.
     pub hypervisor_properties: Option<String>,
     /// Filter on extra capabilities, same language, or `""`.
@@ -195,7 +195,8 @@ pub struct ReservationCreateDoc {
 #[derive(Debug, Object)]
 #[oai(rename = "LeaseCreate")]
 pub struct LeaseCreateDoc {
-    /// 1 to 80 characters.
+    /// 1 to 80 characters, no control characters.
+    #[oai(validator(min_length = 1, max_length = 80, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
     pub name: String,
     pub start_date: String,
     pub end_date: String,
@@ -203,9 +204,11 @@ pub struct LeaseCreateDoc {
     /// before the end (configurable).
     #[oai(nullable)]
     pub before_end_date: Option<String>,
+    /// At most 32 (configurable).
+    #[oai(nullable)]
     pub reservations: Option<Vec<ReservationCreateDoc>>,
     /// Events are created by the server; only an empty list is accepted.
-    #[oai(validator(max_items = 0))]
+    #[oai(nullable, validator(max_items = 0))]
     pub events: Option<Vec<Value>>,
 }
 
@@ -214,8 +217,8 @@ pub struct LeaseCreateDoc {
 #[oai(rename = "ReservationUpdate")]
 pub struct ReservationUpdateDoc {
     pub id: String,
-    pub min: Option<i32>,
-    pub max: Option<i32>,
+    pub min: Option<Count>,
+    pub max: Option<Count>,
     pub hypervisor_properties: Option<String>,
     pub resource_properties: Option<String>,
     pub before_end: Option<String>,
@@ -229,12 +232,17 @@ pub struct ReservationUpdateDoc {
 #[derive(Debug, Object)]
 #[oai(rename = "LeaseUpdate")]
 pub struct LeaseUpdateDoc {
+    #[oai(validator(min_length = 1, max_length = 80, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
     pub name: Option<String>,
     pub start_date: Option<String>,
     pub end_date: Option<String>,
     #[oai(nullable)]
     pub before_end_date: Option<String>,
+    #[oai(nullable)]
     pub reservations: Option<Vec<ReservationUpdateDoc>>,
+    /// Only an empty list is accepted (upstream's sample sends one).
+    #[oai(nullable, validator(max_items = 0))]
+    pub events: Option<Vec<Value>>,
 }
 
 #[derive(ApiResponse)]
@@ -265,6 +273,7 @@ impl LeasesApi {
         /// Admins only: the leases of this project (default: every project's).
         project_id: Query<Option<String>>,
         /// Page size (at most, and by default, the server's max_page_size: 1000).
+        #[oai(validator(minimum(value = "1")))]
         limit: Query<Option<i64>>,
         /// Id of the last lease of the previous page.
         marker: Query<Option<String>>,
@@ -325,7 +334,8 @@ impl LeasesApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         lease_id: Path<String>,
-        body: Json<RawBody<LeaseUpdateDoc>>,
+        /// An empty body changes nothing.
+        body: Json<RawBody<LeaseUpdateDoc, false>>,
     ) -> ApiResult<LeaseAccepted> {
         let lease = svc.update_lease(&caller, &lease_id, &body.0.object).await?;
         Ok(LeaseAccepted::Accepted(Json(LeaseEnvelope {

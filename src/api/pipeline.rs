@@ -19,11 +19,64 @@ pub const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 const API_VERSION_HEADER: &str = "openstack-api-version";
 const API_VERSION: &str = "reservation 1.0";
 
-/// What the pipeline needs: the body limit and who authenticates callers.
+/// What the pipeline needs: the body limit, who authenticates callers, and which methods each
+/// path allows (for the `Allow` header of a 405).
 #[derive(Clone)]
 pub struct Pipeline {
     pub max_body_bytes: usize,
     pub auth: Arc<dyn Authenticator>,
+    pub methods: Arc<AllowedMethods>,
+}
+
+/// The methods of each path template of the spec (`/v1/leases/{lease_id}` -> GET, PUT, DELETE).
+#[derive(Debug, Default)]
+pub struct AllowedMethods {
+    routes: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl AllowedMethods {
+    /// From the served spec's `paths`.
+    pub fn from_spec(spec: &str) -> Self {
+        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let mut routes = Vec::new();
+        if let Some(paths) = spec["paths"].as_object() {
+            for (path, ops) in paths {
+                let mut methods: Vec<String> = ops
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                methods.sort();
+                routes.push((split(path), methods));
+            }
+        }
+        Self { routes }
+    }
+
+    /// The `Allow` value for a request path, if a route matches it.
+    pub fn allow(&self, path: &str) -> Option<String> {
+        let segs = split(path);
+        let matches = |tpl: &[String]| {
+            tpl.len() == segs.len()
+                && tpl
+                    .iter()
+                    .zip(&segs)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+        };
+        // A literal segment beats a `{param}` one (`/v1/os-hosts/allocations`).
+        self.routes
+            .iter()
+            .filter(|(tpl, _)| matches(tpl))
+            .min_by_key(|(tpl, _)| tpl.iter().filter(|t| t.starts_with('{')).count())
+            .map(|(_, m)| m.join(", "))
+    }
+}
+
+fn split(path: &str) -> Vec<String> {
+    path.trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Runs one request through the pipeline and the routes in `ep`.
@@ -37,17 +90,27 @@ pub async fn handle<E: Endpoint>(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let span = tracing::info_span!("request", request_id = %request_id);
+    let mut routed_path = path.clone();
     let mut resp = async {
         match pipeline.prepare(&mut req).await {
             Err(e) => e.into_http_response(),
-            Ok(()) => match ep.call(req).await {
-                Ok(r) => envelope_bare_errors(r.into_response()).await,
-                Err(err) => error_response(err),
-            },
+            Ok(()) => {
+                routed_path = req.uri().path().to_string();
+                match ep.call(req).await {
+                    Ok(r) => envelope_bare_errors(r.into_response()).await,
+                    Err(err) => error_response(err),
+                }
+            }
         }
     }
     .instrument(span.clone())
     .await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = pipeline.methods.allow(&routed_path)
+        && let Ok(v) = HeaderValue::from_str(&allow)
+    {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
 
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -399,6 +462,21 @@ mod tests {
         let h = headers(&[("x-openstack-request-id", "req-not-a-uuid")]);
         assert_ne!(request_id(&h), "req-not-a-uuid");
         assert!(request_id(&HeaderMap::new()).starts_with("req-"));
+    }
+
+    #[test]
+    fn allowed_methods_come_from_the_spec() {
+        let spec = r#"{"paths": {"/v1/leases": {"get": {}, "post": {}},
+            "/v1/os-hosts/{host_id}": {"get": {}, "put": {}, "delete": {}},
+            "/v1/os-hosts/allocations": {"get": {}}}}"#;
+        let m = AllowedMethods::from_spec(spec);
+        assert_eq!(m.allow("/v1/leases").as_deref(), Some("GET, POST"));
+        assert_eq!(
+            m.allow("/v1/os-hosts/7").as_deref(),
+            Some("DELETE, GET, PUT")
+        );
+        assert_eq!(m.allow("/v1/os-hosts/allocations").as_deref(), Some("GET"));
+        assert_eq!(m.allow("/v1/nothing"), None);
     }
 
     #[test]

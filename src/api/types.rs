@@ -71,19 +71,20 @@ impl<T: ParseFromJSON> ParseFromJSON for Nullable<T> {
 }
 
 /// A JSON object body whose documented schema is `S`; validated by the domain layer.
-pub struct RawBody<S> {
+/// `REQUIRED = false` documents a body that may be left out (it then means `{}`).
+pub struct RawBody<S, const REQUIRED: bool = true> {
     pub object: Map<String, Value>,
     _schema: PhantomData<fn() -> S>,
 }
 
-impl<S> RawBody<S> {
+impl<S, const REQUIRED: bool> RawBody<S, REQUIRED> {
     pub fn into_inner(self) -> Map<String, Value> {
         self.object
     }
 }
 
-impl<S: Type> Type for RawBody<S> {
-    const IS_REQUIRED: bool = true;
+impl<S: Type, const REQUIRED: bool> Type for RawBody<S, REQUIRED> {
+    const IS_REQUIRED: bool = REQUIRED;
     type RawValueType = Map<String, Value>;
     type RawElementValueType = Map<String, Value>;
 
@@ -110,7 +111,7 @@ impl<S: Type> Type for RawBody<S> {
     }
 }
 
-impl<S: Type> ParseFromJSON for RawBody<S> {
+impl<S: Type, const REQUIRED: bool> ParseFromJSON for RawBody<S, REQUIRED> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value {
             Some(Value::Object(object)) => Ok(Self {
@@ -125,3 +126,116 @@ impl<S: Type> ParseFromJSON for RawBody<S> {
         }
     }
 }
+
+/// Documentation type for an integer in `MIN..=MAX` that may also come as a string holding one
+/// (`"2"`), as some clients send. Request bodies are parsed by the domain layer; this type only
+/// makes the spec say what the server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntLike<const MIN: i64, const MAX: i64>(pub i64);
+
+impl<const MIN: i64, const MAX: i64> Type for IntLike<MIN, MAX> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = i64;
+    type RawElementValueType = i64;
+
+    fn name() -> Cow<'static, str> {
+        format!("int_like_{MIN}_{MAX}").into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        use poem_openapi::registry::MetaSchema;
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            one_of: vec![
+                MetaSchemaRef::Inline(Box::new(MetaSchema {
+                    minimum: Some(MIN as f64),
+                    maximum: Some(MAX as f64),
+                    ..MetaSchema::new_with_format("integer", "int64")
+                })),
+                MetaSchemaRef::Inline(Box::new(MetaSchema {
+                    pattern: Some("^ *[0-9]+ *$".to_string()),
+                    ..MetaSchema::new("string")
+                })),
+            ],
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl<const MIN: i64, const MAX: i64> ParseFromJSON for IntLike<MIN, MAX> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match &value {
+            Some(Value::Number(n)) => n.as_i64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .map(Self)
+        .ok_or_else(|| ParseError::custom("expected an integer"))
+    }
+}
+
+impl<const MIN: i64, const MAX: i64> ToJSON for IntLike<MIN, MAX> {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::from(self.0))
+    }
+}
+
+/// Documentation type for a string value that may be `null` (in maps, where `#[oai(nullable)]`
+/// cannot reach): a capability to set, or with `null` to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NullableString(pub Option<String>);
+
+impl Type for NullableString {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        "nullable_string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        use poem_openapi::registry::MetaSchema;
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            nullable: true,
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        self.0.as_ref()
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.0.iter())
+    }
+}
+
+impl ParseFromJSON for NullableString {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        Option::<String>::parse_from_json(value)
+            .map(Self)
+            .map_err(ParseError::propagate)
+    }
+}
+
+impl ToJSON for NullableString {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.clone().map_or(Value::Null, Value::String))
+    }
+}
+
+/// Bounds of the integers that may come as strings.
+pub type Count = IntLike<1, 2147483647>;
+pub type FactInt = IntLike<0, 9007199254740992>;

@@ -86,9 +86,8 @@ pub fn parse_create(body: &Object) -> Result<HostRequest, DomainError> {
             continue;
         }
         check_key(key, "host")?;
-        let v = capability_value(key, value)?.ok_or_else(|| {
-            DomainError::malformed(key.clone(), "must be a string, number or boolean, not null")
-        })?;
+        let v = capability_value(key, value)?
+            .ok_or_else(|| DomainError::malformed(key.clone(), "must be a string, not null"))?;
         capabilities.insert(key.clone(), v);
     }
     check_count(capabilities.len())?;
@@ -102,9 +101,25 @@ pub fn parse_create(body: &Object) -> Result<HostRequest, DomainError> {
 /// Parses an update body: the seed's `{"values": {...}}` or the flat `{"k": "v"}` the CLI sends.
 /// A null value removes the capability.
 pub fn parse_update(body: &Object) -> Result<HostChanges, DomainError> {
+    // `values` is the seed's wrapper, so it cannot also be a capability's name.
     let flat = match body.get("values") {
+        None => body,
         Some(Value::Object(values)) if body.len() == 1 => values,
-        _ => body,
+        Some(Value::Object(_)) => {
+            return Err(DomainError::malformed(
+                "values",
+                "must be the only key of the body (or send the capabilities flat)",
+            ));
+        }
+        Some(other) => {
+            return Err(DomainError::malformed(
+                "values",
+                format!(
+                    "must be an object of capabilities, not {}",
+                    input::json_kind(other)
+                ),
+            ));
+        }
     };
     let mut changes = HostChanges::default();
     for (key, value) in flat {
@@ -190,17 +205,16 @@ fn check_key(key: &str, what: &str) -> Result<(), DomainError> {
     input::check_text("capability name", key, 1, MAX_CAPABILITY_KEY_CHARS)
 }
 
+/// A capability value: a string (as the CLI sends and the spec says), or null (remove it).
 fn capability_value(key: &str, value: &Value) -> Result<Option<String>, DomainError> {
     let v = match value {
         Value::Null => return Ok(None),
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
         other => {
             return Err(DomainError::malformed(
                 input::printable(key, 40),
                 format!(
-                    "a capability value must be a string, number or boolean, not {}",
+                    "a capability value must be a string, not {}",
                     input::json_kind(other)
                 ),
             ));
@@ -237,7 +251,7 @@ mod tests {
     #[test]
     fn create_splits_facts_from_capabilities() {
         let r = parse_create(&obj(json!({
-            "name": "compute-1", "vcpus": "8", "memory_mb": 4096, "gpu": "true", "rack": 4
+            "name": "compute-1", "vcpus": "8", "memory_mb": 4096, "gpu": "true", "rack": "4"
         })))
         .unwrap();
         assert_eq!(r.name, "compute-1");
@@ -267,6 +281,14 @@ mod tests {
             ),
             (json!({"name": "h", "gpu": null}), "not null"),
             (json!({"name": "h", "gpu": {"a": 1}}), "not an object"),
+            (
+                json!({"name": "h", "gpu": true}),
+                "must be a string, not a boolean",
+            ),
+            (
+                json!({"name": "h", "rack": 4}),
+                "must be a string, not a number",
+            ),
             (json!({"name": "h", "gpu": "a\nb"}), "control characters"),
         ] {
             let e = parse_create(&obj(body.clone())).unwrap_err().to_string();
@@ -292,5 +314,9 @@ mod tests {
         assert!(e.to_string().contains("No data to update"));
         let e = parse_update(&obj(json!({"name": "x"}))).unwrap_err();
         assert!(e.to_string().contains("cannot be changed"));
+        let e = parse_update(&obj(json!({"values": "AAA", "vcpus": "0"}))).unwrap_err();
+        assert!(e.to_string().contains("values: must be an object"), "{e}");
+        let e = parse_update(&obj(json!({"values": {"a": "b"}, "vcpus": "0"}))).unwrap_err();
+        assert!(e.to_string().contains("only key"), "{e}");
     }
 }

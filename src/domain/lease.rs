@@ -370,8 +370,6 @@ fn filter_text(obj: &Object, index: usize, name: &str) -> Result<Option<String>,
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        // Some clients send the filter as JSON rather than as a string holding JSON.
-        Some(v @ Value::Array(_)) => Ok(Some(v.to_string())),
         Some(other) => Err(DomainError::malformed(
             field(index, name),
             format!(

@@ -53,13 +53,15 @@ impl Services {
         page: &PageRequest,
     ) -> Result<Page<HostRecord>, DomainError> {
         self.authorize("blazar:oshosts:get", caller)?;
-        let conn = self.db.conn();
+        let txn = self.db.read().await?;
+        let conn = &txn;
         let hosts = host_page(conn, page).await?;
         let ids: Vec<i64> = hosts.items.iter().map(|h| h.id).collect();
         let caps = host_capability::Entity::find()
             .filter(host_capability::Column::HostId.is_in(ids))
             .all(conn)
             .await?;
+        txn.commit().await?;
         Ok(Page {
             items: placement::attach_capabilities(hosts.items, caps),
             next_marker: hosts.next_marker,
@@ -68,7 +70,10 @@ impl Services {
 
     pub async fn get_host(&self, caller: &Caller, id: &str) -> Result<HostRecord, DomainError> {
         self.authorize("blazar:oshosts:get", caller)?;
-        load_host(self.db.conn(), id).await
+        let txn = self.db.read().await?;
+        let host = load_host(&txn, id).await?;
+        txn.commit().await?;
+        Ok(host)
     }
 
     pub async fn create_host(
@@ -246,10 +251,12 @@ impl Services {
         page: &PageRequest,
     ) -> Result<Page<HostAllocations>, DomainError> {
         self.authorize("blazar:oshosts:get_allocations", caller)?;
-        let conn = self.db.conn();
+        let txn = self.db.read().await?;
+        let conn = &txn;
         let hosts = host_page(conn, page).await?;
         let ids: Vec<i64> = hosts.items.iter().map(|h| h.id).collect();
         let mut by_host = allocations_by_host(conn, &ids, query, self.clock.now()).await?;
+        txn.commit().await?;
         Ok(Page {
             items: ids
                 .into_iter()
@@ -270,13 +277,15 @@ impl Services {
     ) -> Result<HostAllocations, DomainError> {
         self.authorize("blazar:oshosts:get", caller)?;
         self.authorize("blazar:oshosts:get_allocations", caller)?;
-        let conn = self.db.conn();
+        let txn = self.db.read().await?;
+        let conn = &txn;
         let host_id = parse_host_id(id)?;
         host::Entity::find_by_id(host_id)
             .one(conn)
             .await?
             .ok_or_else(|| host_not_found(id))?;
         let mut by_host = allocations_by_host(conn, &[host_id], query, self.clock.now()).await?;
+        txn.commit().await?;
         Ok(HostAllocations {
             host_id,
             reservations: by_host.remove(&host_id).unwrap_or_default(),
@@ -292,7 +301,8 @@ impl Services {
         self.authorize("blazar:oshosts:get_resource_properties", caller)?;
         // Private properties are listed only to admins, and only when asked for.
         let include_private = all && self.is_admin(caller);
-        let conn = self.db.conn();
+        let txn = self.db.read().await?;
+        let conn = &txn;
         let mut q = resource_property::Entity::find()
             .filter(resource_property::Column::ResourceType.eq(PHYSICAL_HOST))
             .order_by_asc(resource_property::Column::PropertyName);
@@ -317,6 +327,7 @@ impl Services {
             .into_iter()
             .filter(|p| values.contains_key(&p.property_name))
             .collect();
+        txn.commit().await?;
         Ok(props
             .into_iter()
             .map(|p| PropertyInfo {

@@ -63,7 +63,8 @@ impl Services {
                 _ => Some(caller.project_id.as_str()),
             }
         };
-        let conn = self.db.conn();
+        let txn = self.db.read().await?;
+        let conn = &txn;
         let mut q = lease::Entity::find()
             .order_by_asc(lease::Column::CreatedAt)
             .order_by_asc(lease::Column::Id);
@@ -87,16 +88,20 @@ impl Services {
         }
         let leases = q.limit(page.limit as u64 + 1).all(conn).await?;
         let page = Page::from_overfetch(leases, page.limit, |l| l.id.clone());
+        let items = load_details(conn, page.items).await?;
+        txn.commit().await?;
         Ok(Page {
-            items: load_details(conn, page.items).await?,
+            items,
             next_marker: page.next_marker,
         })
     }
 
     pub async fn get_lease(&self, caller: &Caller, id: &str) -> Result<LeaseDetail, DomainError> {
-        let conn = self.db.conn();
-        let lease = self.find_lease(conn, caller, id).await?;
-        Ok(load_details(conn, vec![lease]).await?.remove(0))
+        let txn = self.db.read().await?;
+        let lease = self.find_lease(&txn, caller, id).await?;
+        let detail = load_details(&txn, vec![lease]).await?.remove(0);
+        txn.commit().await?;
+        Ok(detail)
     }
 
     /// The lease `id` if the caller may see it; another project's lease is "not found", so that

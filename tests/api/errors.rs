@@ -107,6 +107,28 @@ async fn framework_errors_use_the_envelope() {
 }
 
 #[tokio::test]
+async fn a_405_says_which_methods_are_allowed() {
+    crate::skip_if_no_database!();
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        (Method::PATCH, "/v1/leases", "GET, POST"),
+        (Method::POST, "/v1/leases/x", "DELETE, GET, PUT"),
+        (Method::DELETE, "/v1/os-hosts/allocations", "GET"),
+        (Method::PUT, "/v1/os-hosts/properties/gpu", "PATCH"),
+        (Method::DELETE, "/v1/os-hosts/.json", "GET, POST"),
+        (Method::DELETE, "/healthz", "GET"),
+    ] {
+        let r = app.raw(method.clone(), path, &[], None).await;
+        assert_eq!(
+            r.headers.get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
+        r.expect_error(405);
+    }
+}
+
+#[tokio::test]
 async fn bodies_over_the_limit_get_413() {
     crate::skip_if_no_database!();
     let app = spawn_with(|s| s.max_body_bytes = 4096).await;

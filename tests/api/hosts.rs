@@ -11,7 +11,7 @@ async fn enrol_with_facts_and_capabilities() {
     let app = spawn_app().await;
     let h = app
         .host("compute-1", json!({"vcpus": "8", "memory_mb": 16384, "local_gb": 100, "hypervisor_type": "QEMU",
-                                  "hypervisor_version": 2005000, "cpu_info": "{'arch': 'x86_64'}", "gpu": "true", "rack": 4}))
+                                  "hypervisor_version": 2005000, "cpu_info": "{'arch': 'x86_64'}", "gpu": "true", "rack": "4"}))
         .await;
     assert_eq!(h["id"], "1");
     assert_eq!(h["vcpus"], 8);

@@ -97,7 +97,7 @@ async fn a_lease_starting_now_runs_on_time_on_a_real_clock() {
         late < TimeDelta::seconds(1),
         "before-end seen {late} after its time"
     );
-    assert_eq!(l["action"], "BEFORE_END");
+    assert_eq!(l["action"], "BEFORE_END", "{l:#}");
 
     let l = poll_until(&app, &id, "TERMINATED", |l| l["status"] == "TERMINATED").await;
     let late = wall_now() - end;
