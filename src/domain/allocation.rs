@@ -76,15 +76,18 @@ pub fn plan<C: Candidate>(
             chosen.push(need.held.to_vec());
             continue;
         }
-        let m: HashSet<i64> = hosts
+        // In host order (`hosts` come sorted by id), so lookups are binary searches.
+        let mut m: Vec<i64> = hosts
             .iter()
             .filter(|h| h.reservable() && need.filter.matches(*h))
             .map(Candidate::host_id)
             .collect();
-        let usable = |h: &i64| m.contains(h) && !taken.contains(h) && !busy(*h);
+        m.sort_unstable();
+        let matches = |h: &i64| m.binary_search(h).is_ok();
+        let usable = |h: &i64| matches(h) && !taken.contains(h) && !busy(*h);
         if need.keep_held {
             if let Some(&host) = need.held.iter().find(|h| !usable(h)) {
-                let why = if !m.contains(&host) {
+                let why = if !matches(&host) {
                     "no longer matches the reservation's filters"
                 } else {
                     "is booked by another lease in the new window"
@@ -107,21 +110,25 @@ pub fn plan<C: Candidate>(
             .filter(|h| usable(h))
             .take(need.max)
             .collect();
-        let mut free: Vec<i64> = m
+        let free: Vec<i64> = m
             .iter()
             .copied()
-            .filter(|h| usable(h) && !all_held.contains(h))
+            .filter(|h| !all_held.contains(h) && usable(h))
             .collect();
-        free.sort_unstable();
         matching[index] = m.len();
         candidates[index] = free;
         chosen.push(kept);
     }
     taken.extend(chosen.iter().flatten().copied());
 
-    // How many re-planned reservations that still want hosts could use each host.
+    // How many re-planned reservations that still want hosts could use each host. With one
+    // reservation it would be the same for every candidate, so it is not worth counting.
+    let replanned = needs.iter().filter(|n| n.replan).count();
     let wanting = |chosen: &[Vec<i64>], upto: fn(&Need<'_>) -> usize| -> HashMap<i64, u32> {
         let mut d: HashMap<i64, u32> = HashMap::new();
+        if replanned < 2 {
+            return d;
+        }
         for (i, need) in needs.iter().enumerate() {
             if need.replan && chosen[i].len() < upto(need) {
                 for h in &candidates[i] {
@@ -136,13 +143,19 @@ pub fn plan<C: Candidate>(
                 chosen: &mut Vec<Vec<i64>>,
                 taken: &mut HashSet<i64>,
                 demand: &HashMap<i64, u32>| {
-        let mut pool: Vec<i64> = candidates[i]
+        // Rank once per host, then keep only the best `count` (no full sort of thousands).
+        let mut pool: Vec<(u32, u64, i64)> = candidates[i]
             .iter()
             .copied()
             .filter(|h| !taken.contains(h))
+            .map(|h| (demand.get(&h).copied().unwrap_or(0), usage(h), h))
             .collect();
-        pool.sort_unstable_by_key(|h| (demand.get(h).copied().unwrap_or(0), usage(*h), *h));
-        let got: Vec<i64> = pool.into_iter().take(count).collect();
+        if count < pool.len() {
+            pool.select_nth_unstable(count);
+            pool.truncate(count);
+        }
+        pool.sort_unstable();
+        let got: Vec<i64> = pool.into_iter().map(|(_, _, h)| h).collect();
         taken.extend(got.iter().copied());
         chosen[i].extend(got);
     };
