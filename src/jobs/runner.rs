@@ -22,8 +22,8 @@ use std::{
 use chrono::{NaiveDateTime, TimeDelta};
 use entity::{allocation, event, event_run, lease, reservation};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DbErr, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use tokio::sync::watch;
 
@@ -97,14 +97,7 @@ impl Runner {
             if self.stopping.load(Ordering::Relaxed) {
                 break;
             }
-            let mut due: Vec<event::Model> = event::Entity::find()
-                .filter(event::Column::Time.lte(now))
-                .filter(runnable_at(now))
-                .order_by_asc(event::Column::Time)
-                .order_by_asc(event::Column::Id)
-                .limit(BATCH + skipped.len() as u64)
-                .all(self.services.db.conn())
-                .await?;
+            let mut due = self.due_events(now, BATCH + skipped.len() as u64).await?;
             due.retain(|e| !skipped.contains(&e.id));
             if due.is_empty() {
                 break;
@@ -138,6 +131,31 @@ impl Runner {
         }
         report.waiting = skipped.len();
         Ok(report)
+    }
+
+    /// Events that may run at `now`: waiting ones whose time has come, and ones claimed by a
+    /// runner whose claim has expired. Two queries, each a range of the (status, time) index:
+    /// one query with an OR would make SQLite read the whole events table.
+    async fn due_events(&self, now: NaiveDateTime, limit: u64) -> Result<Vec<event::Model>, DbErr> {
+        let conn = self.services.db.conn();
+        let mut due = event::Entity::find()
+            .filter(event::Column::Status.eq(EventStatus::Undone.as_str()))
+            .filter(event::Column::Time.lte(now))
+            .order_by_asc(event::Column::Time)
+            .order_by_asc(event::Column::Id)
+            .limit(limit)
+            .all(conn)
+            .await?;
+        due.extend(
+            event::Entity::find()
+                .filter(event::Column::Status.eq(EventStatus::InProgress.as_str()))
+                .filter(event::Column::ClaimExpiresAt.lte(now))
+                .filter(event::Column::Time.lte(now))
+                .limit(limit)
+                .all(conn)
+                .await?,
+        );
+        Ok(due)
     }
 
     /// When something may next be due: the earliest waiting event or expiring claim.
@@ -547,17 +565,6 @@ impl Runner {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
     }
-}
-
-/// Events that may run at `now`: waiting, or claimed by a runner whose claim has expired.
-fn runnable_at(now: NaiveDateTime) -> Condition {
-    Condition::any()
-        .add(event::Column::Status.eq(EventStatus::Undone.as_str()))
-        .add(
-            Condition::all()
-                .add(event::Column::Status.eq(EventStatus::InProgress.as_str()))
-                .add(event::Column::ClaimExpiresAt.lte(now)),
-        )
 }
 
 /// At equal times, leases ending go before leases starting (they free hosts for them).
