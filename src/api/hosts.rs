@@ -13,7 +13,7 @@ use super::{
     ApiTags,
     error::ApiResult,
     paging::{self, PageLink},
-    types::{FactInt, Nullable, NullableString, RawBody},
+    types::{FactInt, FastJson, Nullable, NullableString, RawBody},
 };
 use crate::{
     domain::dates::{format_lease_date, format_timestamp},
@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// An enrolled host. Its extra capabilities appear as further keys with string values.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Host")]
 pub struct HostView {
     /// An integer, as a string.
@@ -49,6 +49,7 @@ pub struct HostView {
     #[oai(nullable)]
     pub updated_at: Nullable<String>,
     #[oai(flatten)]
+    #[serde(flatten)]
     pub capabilities: BTreeMap<String, String>,
 }
 
@@ -76,18 +77,19 @@ impl From<HostRecord> for HostView {
     }
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "HostResponse")]
 pub struct HostEnvelope {
     pub host: HostView,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "HostList")]
 pub struct HostList {
     pub hosts: Vec<HostView>,
     /// A `next` link when the list goes on (see `limit` and `marker`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hosts_links: Option<Vec<PageLink>>,
 }
 
@@ -149,7 +151,7 @@ pub enum HostDeleted {
 }
 
 /// A reservation holding a host, with its lease's window.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "AllocatedReservation")]
 pub struct AllocatedReservationView {
     pub id: String,
@@ -159,7 +161,7 @@ pub struct AllocatedReservationView {
 }
 
 /// A host and the reservations that hold it.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Allocation")]
 pub struct AllocationView {
     /// The host id.
@@ -185,16 +187,17 @@ impl From<HostAllocations> for AllocationView {
     }
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "AllocationList")]
 pub struct AllocationList {
     pub allocations: Vec<AllocationView>,
     /// A `next` link when the list goes on (see `limit` and `marker`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allocations_links: Option<Vec<PageLink>>,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "AllocationResponse")]
 pub struct AllocationEnvelope {
     pub allocation: AllocationView,
@@ -269,10 +272,10 @@ impl HostsApi {
         limit: Query<Option<i64>>,
         /// Id of the last host of the previous page.
         marker: Query<Option<String>>,
-    ) -> ApiResult<Json<HostList>> {
+    ) -> ApiResult<FastJson<HostList>> {
         let page = paging::request(&svc, limit.0, marker.0)?;
         let hosts = svc.list_hosts(&caller, &page).await?;
-        Ok(Json(HostList {
+        Ok(FastJson(HostList {
             hosts_links: paging::next(req, &page, hosts.next_marker),
             hosts: hosts.items.into_iter().map(HostView::from).collect(),
         }))
@@ -316,14 +319,14 @@ impl HostsApi {
         limit: Query<Option<i64>>,
         /// Id of the last host of the previous page.
         marker: Query<Option<String>>,
-    ) -> ApiResult<Json<AllocationList>> {
+    ) -> ApiResult<FastJson<AllocationList>> {
         let query = AllocationQuery {
             lease_id: lease_id.0,
             reservation_id: reservation_id.0,
         };
         let page = paging::request(&svc, limit.0, marker.0)?;
         let all = svc.list_allocations(&caller, &query, &page).await?;
-        Ok(Json(AllocationList {
+        Ok(FastJson(AllocationList {
             allocations_links: paging::next(req, &page, all.next_marker),
             allocations: all.items.into_iter().map(AllocationView::from).collect(),
         }))

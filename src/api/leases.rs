@@ -14,7 +14,7 @@ use super::{
     ApiTags,
     error::ApiResult,
     paging::{self, PageLink},
-    types::{Count, Nullable, RawBody},
+    types::{Count, FastJson, Nullable, RawBody},
 };
 use crate::{
     domain::dates::{format_lease_date, format_timestamp},
@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// A reservation of hosts inside a lease.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Reservation")]
 pub struct ReservationView {
     pub id: String,
@@ -50,7 +50,7 @@ pub struct ReservationView {
 }
 
 /// A lease event.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Event")]
 pub struct EventView {
     pub id: String,
@@ -67,7 +67,7 @@ pub struct EventView {
 }
 
 /// A lease: reserved resources for a time window.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Lease")]
 pub struct LeaseView {
     pub id: String,
@@ -156,18 +156,19 @@ impl From<LeaseDetail> for LeaseView {
     }
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "LeaseResponse")]
 pub struct LeaseEnvelope {
     pub lease: LeaseView,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "LeaseList")]
 pub struct LeaseList {
     pub leases: Vec<LeaseView>,
     /// A `next` link when the list goes on (see `limit` and `marker`).
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub leases_links: Option<Vec<PageLink>>,
 }
 
@@ -249,7 +250,7 @@ pub struct LeaseUpdateDoc {
 pub enum LeaseAccepted {
     /// The lease, as stored.
     #[oai(status = 202)]
-    Accepted(Json<LeaseEnvelope>),
+    Accepted(FastJson<LeaseEnvelope>),
 }
 
 #[derive(ApiResponse)]
@@ -277,12 +278,12 @@ impl LeasesApi {
         limit: Query<Option<i64>>,
         /// Id of the last lease of the previous page.
         marker: Query<Option<String>>,
-    ) -> ApiResult<Json<LeaseList>> {
+    ) -> ApiResult<FastJson<LeaseList>> {
         let page = paging::request(&svc, limit.0, marker.0)?;
         let leases = svc
             .list_leases(&caller, project_id.0.as_deref(), &page)
             .await?;
-        Ok(Json(LeaseList {
+        Ok(FastJson(LeaseList {
             leases_links: paging::next(req, &page, leases.next_marker),
             leases: leases.items.into_iter().map(LeaseView::from).collect(),
         }))
@@ -300,7 +301,7 @@ impl LeasesApi {
         body: Json<RawBody<LeaseCreateDoc>>,
     ) -> ApiResult<LeaseAccepted> {
         let lease = svc.create_lease(&caller, &body.0.object).await?;
-        Ok(LeaseAccepted::Accepted(Json(LeaseEnvelope {
+        Ok(LeaseAccepted::Accepted(FastJson(LeaseEnvelope {
             lease: lease.into(),
         })))
     }
@@ -316,9 +317,9 @@ impl LeasesApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         lease_id: Path<String>,
-    ) -> ApiResult<Json<LeaseEnvelope>> {
+    ) -> ApiResult<FastJson<LeaseEnvelope>> {
         let lease = svc.get_lease(&caller, &lease_id).await?;
-        Ok(Json(LeaseEnvelope {
+        Ok(FastJson(LeaseEnvelope {
             lease: lease.into(),
         }))
     }
@@ -338,7 +339,7 @@ impl LeasesApi {
         body: Json<RawBody<LeaseUpdateDoc, false>>,
     ) -> ApiResult<LeaseAccepted> {
         let lease = svc.update_lease(&caller, &lease_id, &body.0.object).await?;
-        Ok(LeaseAccepted::Accepted(Json(LeaseEnvelope {
+        Ok(LeaseAccepted::Accepted(FastJson(LeaseEnvelope {
             lease: lease.into(),
         })))
     }

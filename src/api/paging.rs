@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// A link to another page of a list.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "PageLink")]
 pub struct PageLink {
     /// `next`

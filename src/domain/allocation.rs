@@ -10,8 +10,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::filter::{Attributes, Filter};
-
 /// Why a reservation could not get `min` hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shortage {
@@ -21,16 +19,11 @@ pub struct Shortage {
     pub free: usize,
 }
 
-/// A host as the planner sees it.
-pub trait Candidate: Attributes {
-    fn host_id(&self) -> i64;
-    fn reservable(&self) -> bool;
-}
-
 /// What one reservation of a lease needs.
 #[derive(Debug, Clone)]
 pub struct Need<'a> {
-    pub filter: &'a Filter,
+    /// Reservable hosts that match the reservation's filters, sorted by id.
+    pub matching: &'a [i64],
     pub min: usize,
     pub max: usize,
     /// Hosts the reservation holds now (empty for a new one).
@@ -55,8 +48,7 @@ pub enum PlanError {
 
 /// Chooses hosts for every reservation of a lease at once. `busy(host)` says whether *another*
 /// lease books the host in the window; `usage(host)` counts its current and future bookings.
-pub fn plan<C: Candidate>(
-    hosts: &[C],
+pub fn plan(
     busy: impl Fn(i64) -> bool,
     usage: impl Fn(i64) -> u64,
     needs: &[Need<'_>],
@@ -76,13 +68,7 @@ pub fn plan<C: Candidate>(
             chosen.push(need.held.to_vec());
             continue;
         }
-        // In host order (`hosts` come sorted by id), so lookups are binary searches.
-        let mut m: Vec<i64> = hosts
-            .iter()
-            .filter(|h| h.reservable() && need.filter.matches(*h))
-            .map(Candidate::host_id)
-            .collect();
-        m.sort_unstable();
+        let m = need.matching;
         let matches = |h: &i64| m.binary_search(h).is_ok();
         let usable = |h: &i64| matches(h) && !taken.contains(h) && !busy(*h);
         if need.keep_held {
@@ -194,36 +180,16 @@ pub fn plan<C: Candidate>(
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-
     use super::*;
 
-    struct H(i64, &'static str, bool);
-    impl Attributes for H {
-        fn attribute(&self, key: &str) -> Option<Cow<'_, str>> {
-            (key == "rack").then_some(Cow::Borrowed(self.1))
-        }
-    }
-    impl Candidate for H {
-        fn host_id(&self) -> i64 {
-            self.0
-        }
-        fn reservable(&self) -> bool {
-            self.2
-        }
-    }
-    fn hosts() -> Vec<H> {
-        vec![
-            H(1, "a", true),
-            H(2, "a", true),
-            H(3, "b", true),
-            H(4, "b", false),
-            H(5, "b", true),
-        ]
-    }
-    fn need<'a>(filter: &'a Filter, min: usize, max: usize, held: &'a [i64]) -> Need<'a> {
+    /// Hosts 1-5; host 4 is not reservable; rack a: 1, 2; rack b: 3, 4, 5.
+    const ANY: &[i64] = &[1, 2, 3, 5];
+    const RACK_A: &[i64] = &[1, 2];
+    const RACK_B: &[i64] = &[3, 5];
+
+    fn need<'a>(matching: &'a [i64], min: usize, max: usize, held: &'a [i64]) -> Need<'a> {
         Need {
-            filter,
+            matching,
             min,
             max,
             held,
@@ -234,40 +200,21 @@ mod tests {
 
     #[test]
     fn sibling_reservations_never_share_hosts() {
-        let any = Filter::All;
         let got = plan(
-            &hosts(),
             |_| false,
             |_| 0,
-            &[need(&any, 2, 2, &[]), need(&any, 2, 2, &[])],
+            &[need(ANY, 2, 2, &[]), need(ANY, 2, 2, &[])],
         )
         .unwrap();
-        assert_eq!(
-            got,
-            vec![vec![1, 2], vec![3, 5]],
-            "host 4 is not reservable"
-        );
+        assert_eq!(got, vec![vec![1, 2], vec![3, 5]]);
     }
 
     #[test]
-    fn filters_busy_hosts_and_shortage_counts() {
-        let b = Filter::parse("f", r#"["==", "$rack", "b"]"#).unwrap();
+    fn busy_hosts_and_shortage_counts() {
         let busy = HashSet::from([3]);
-        let got = plan(
-            &hosts(),
-            |h| busy.contains(&h),
-            |_| 0,
-            &[need(&b, 1, 5, &[])],
-        )
-        .unwrap();
+        let got = plan(|h| busy.contains(&h), |_| 0, &[need(RACK_B, 1, 5, &[])]).unwrap();
         assert_eq!(got, vec![vec![5]]);
-        let err = plan(
-            &hosts(),
-            |h| busy.contains(&h),
-            |_| 0,
-            &[need(&b, 2, 2, &[])],
-        )
-        .unwrap_err();
+        let err = plan(|h| busy.contains(&h), |_| 0, &[need(RACK_B, 2, 2, &[])]).unwrap_err();
         assert_eq!(
             err,
             PlanError::Shortage {
@@ -282,42 +229,46 @@ mod tests {
 
     #[test]
     fn a_running_reservation_keeps_its_hosts_or_fails() {
-        let any = Filter::All;
-        let mut n = need(&any, 1, 2, &[3]);
+        let mut n = need(ANY, 1, 2, &[3]);
         n.keep_held = true;
         assert_eq!(
-            plan(&hosts(), |_| false, |_| 0, &[n.clone()]).unwrap(),
+            plan(|_| false, |_| 0, &[n.clone()]).unwrap(),
             vec![vec![3, 1]]
         );
-        let err = plan(&hosts(), |h| h == 3, |_| 0, &[n]).unwrap_err();
+        let err = plan(|h| h == 3, |_| 0, &[n.clone()]).unwrap_err();
         assert!(matches!(err, PlanError::HeldHostLost { host: 3, .. }));
+        let mut gone = need(RACK_A, 1, 2, &[3]);
+        gone.keep_held = true;
+        let err = plan(|_| false, |_| 0, &[gone]).unwrap_err();
+        assert!(
+            matches!(err, PlanError::HeldHostLost { host: 3, why, .. } if why.contains("filters"))
+        );
     }
 
     #[test]
     fn other_reservations_holds_are_not_stolen() {
-        let any = Filter::All;
-        let a = need(&any, 1, 3, &[1]);
+        let a = need(ANY, 1, 3, &[1]);
         let b = Need {
             replan: false,
-            ..need(&any, 1, 1, &[2])
+            ..need(ANY, 1, 1, &[2])
         };
-        let got = plan(&hosts(), |_| false, |_| 0, &[a, b]).unwrap();
-        assert_eq!(got, vec![vec![1, 3, 5], vec![2]]);
+        assert_eq!(
+            plan(|_| false, |_| 0, &[a, b]).unwrap(),
+            vec![vec![1, 3, 5], vec![2]]
+        );
     }
 
     #[test]
     fn takes_up_to_max_preferring_least_used_then_lowest_id() {
-        let any = Filter::All;
         let usage = HashMap::from([(1, 3), (2, 0), (3, 1), (5, 0)]);
         let got = plan(
-            &hosts(),
             |_| false,
             |h| usage.get(&h).copied().unwrap_or(0),
-            &[need(&any, 1, 3, &[])],
+            &[need(ANY, 1, 3, &[])],
         )
         .unwrap();
         assert_eq!(got, vec![vec![2, 5, 3]]);
-        let got = plan(&hosts(), |_| false, |_| 0, &[need(&any, 1, 10, &[])]).unwrap();
+        let got = plan(|_| false, |_| 0, &[need(ANY, 1, 10, &[])]).unwrap();
         assert_eq!(
             got,
             vec![vec![1, 2, 3, 5]],
@@ -327,22 +278,18 @@ mod tests {
 
     #[test]
     fn keeps_current_hosts_first() {
-        let any = Filter::All;
-        let got = plan(&hosts(), |_| false, |_| 0, &[need(&any, 1, 2, &[5])]).unwrap();
+        let got = plan(|_| false, |_| 0, &[need(ANY, 1, 2, &[5])]).unwrap();
         assert_eq!(got, vec![vec![5, 1]]);
-        let got = plan(&hosts(), |_| false, |_| 0, &[need(&any, 1, 2, &[5, 3, 2])]).unwrap();
+        let got = plan(|_| false, |_| 0, &[need(ANY, 1, 2, &[5, 3, 2])]).unwrap();
         assert_eq!(got, vec![vec![5, 3]], "over max: the first held hosts stay");
     }
 
     #[test]
     fn a_specific_reservation_is_served_before_a_generic_one() {
-        let any = Filter::All;
-        let a = Filter::parse("f", r#"["==", "$rack", "a"]"#).unwrap();
         let got = plan(
-            &hosts(),
             |_| false,
             |_| 0,
-            &[need(&any, 1, 3, &[]), need(&a, 2, 2, &[])],
+            &[need(ANY, 1, 3, &[]), need(RACK_A, 2, 2, &[])],
         )
         .unwrap();
         assert_eq!(got, vec![vec![3, 5], vec![1, 2]]);

@@ -93,16 +93,46 @@ pub fn truncate_to_second(t: NaiveDateTime) -> NaiveDateTime {
 
 /// Lease start/end, event time, allocation dates: `2017-02-21T20:00:00.000000`.
 pub fn format_lease_date(t: NaiveDateTime) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+    let mut s = String::with_capacity(26);
+    push_date_time(&mut s, t, 'T');
+    s.push('.');
+    push_digits(&mut s, t.nanosecond() / 1000 % 1_000_000, 6);
+    s
 }
 
 /// created_at / updated_at: Python's `isoformat(' ')`, which drops a zero fraction:
 /// `2017-02-21 14:50:38`.
 pub fn format_timestamp(t: NaiveDateTime) -> String {
-    if t.nanosecond() / 1000 == 0 {
-        t.format("%Y-%m-%d %H:%M:%S").to_string()
-    } else {
-        t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    let mut s = String::with_capacity(26);
+    push_date_time(&mut s, t, ' ');
+    let micros = t.nanosecond() / 1000 % 1_000_000;
+    if micros != 0 {
+        s.push('.');
+        push_digits(&mut s, micros, 6);
+    }
+    s
+}
+
+// Written by hand: these run for every date of every lease in a list, and chrono's `format`
+// parses its pattern each time (it showed at the top of a profile of lease listing).
+fn push_date_time(s: &mut String, t: NaiveDateTime, sep: char) {
+    push_digits(s, t.year().max(0) as u32, 4);
+    s.push('-');
+    push_digits(s, t.month(), 2);
+    s.push('-');
+    push_digits(s, t.day(), 2);
+    s.push(sep);
+    push_digits(s, t.hour(), 2);
+    s.push(':');
+    push_digits(s, t.minute(), 2);
+    s.push(':');
+    push_digits(s, t.second(), 2);
+}
+
+fn push_digits(s: &mut String, value: u32, width: u32) {
+    for i in (0..width).rev() {
+        let d = value / 10u32.pow(i) % 10;
+        s.push(char::from(b'0' + d as u8));
     }
 }
 
@@ -179,6 +209,29 @@ mod tests {
         ] {
             let err = parse_input("end_date", input, now(), Now::Allowed).unwrap_err();
             assert!(err.to_string().contains("end_date"), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn hand_formatting_matches_chrono() {
+        for t in [
+            at(2017, 2, 21, 20, 0, 0),
+            at(1970, 1, 1, 0, 0, 0),
+            at(2999, 12, 31, 23, 59, 59)
+                .with_nanosecond(999_999_000)
+                .unwrap(),
+            at(2030, 7, 4, 9, 5, 3).with_nanosecond(1_000).unwrap(),
+        ] {
+            assert_eq!(
+                format_lease_date(t),
+                t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+            );
+            let python = if t.nanosecond() == 0 {
+                t.format("%Y-%m-%d %H:%M:%S").to_string()
+            } else {
+                t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+            };
+            assert_eq!(format_timestamp(t), python);
         }
     }
 

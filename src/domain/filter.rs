@@ -51,6 +51,68 @@ pub trait Attributes {
     fn attribute(&self, key: &str) -> Option<Cow<'_, str>>;
 }
 
+/// A host attribute as filters compare it: its text, and its number when it is one (parsed once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttrValue {
+    pub text: String,
+    pub num: Option<f64>,
+}
+
+impl AttrValue {
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let num = as_number(&text);
+        Self { text, num }
+    }
+
+    fn compare(&self, wanted: &AttrValue) -> Ordering {
+        match (self.num, wanted.num) {
+            (Some(a), Some(b)) => a.total_cmp(&b),
+            _ => self.text.as_str().cmp(wanted.text.as_str()),
+        }
+    }
+}
+
+/// A filter whose keys were resolved once to attribute ids, so that matching thousands of hosts
+/// compares integers and pre-parsed numbers instead of names and strings.
+#[derive(Debug, Clone)]
+pub enum Compiled {
+    All,
+    /// A key no host has: the leaf is false for every host.
+    Never,
+    Cmp {
+        op: Op,
+        key: u32,
+        value: AttrValue,
+    },
+    In {
+        key: u32,
+        values: Vec<AttrValue>,
+    },
+    And(Vec<Compiled>),
+    Or(Vec<Compiled>),
+    Not(Box<Compiled>),
+}
+
+impl Compiled {
+    /// `get(key)` returns the host's value of attribute `key`, if it has one.
+    pub fn matches<'a>(&self, get: &impl Fn(u32) -> Option<&'a AttrValue>) -> bool {
+        match self {
+            Compiled::All => true,
+            Compiled::Never => false,
+            Compiled::Cmp { op, key, value } => {
+                get(*key).is_some_and(|a| op.holds(a.compare(value)))
+            }
+            Compiled::In { key, values } => {
+                get(*key).is_some_and(|a| values.iter().any(|v| a.compare(v) == Ordering::Equal))
+            }
+            Compiled::And(parts) => parts.iter().all(|p| p.matches(get)),
+            Compiled::Or(parts) => parts.iter().any(|p| p.matches(get)),
+            Compiled::Not(inner) => !inner.matches(get),
+        }
+    }
+}
+
 impl Filter {
     /// Parses one filter field. `""` means no condition.
     pub fn parse(field: &str, text: &str) -> Result<Filter, DomainError> {
@@ -91,6 +153,29 @@ impl Filter {
             Filter::And(parts) => parts.iter().all(|f| f.matches(host)),
             Filter::Or(parts) => parts.iter().any(|f| f.matches(host)),
             Filter::Not(inner) => !inner.matches(host),
+        }
+    }
+
+    /// Resolves keys with `id_of` (None: no host has this key).
+    pub fn compile(&self, id_of: &impl Fn(&str) -> Option<u32>) -> Compiled {
+        let leaf = |key: &str, make: &dyn Fn(u32) -> Compiled| match id_of(key) {
+            Some(id) => make(id),
+            None => Compiled::Never,
+        };
+        match self {
+            Filter::All => Compiled::All,
+            Filter::Cmp { op, key, value } => leaf(key, &|id| Compiled::Cmp {
+                op: *op,
+                key: id,
+                value: AttrValue::new(value.clone()),
+            }),
+            Filter::In { key, values } => leaf(key, &|id| Compiled::In {
+                key: id,
+                values: values.iter().map(|v| AttrValue::new(v.clone())).collect(),
+            }),
+            Filter::And(parts) => Compiled::And(parts.iter().map(|p| p.compile(id_of)).collect()),
+            Filter::Or(parts) => Compiled::Or(parts.iter().map(|p| p.compile(id_of)).collect()),
+            Filter::Not(inner) => Compiled::Not(Box::new(inner.compile(id_of))),
         }
     }
 
@@ -337,6 +422,31 @@ mod tests {
         assert!(!f(r#"["==", "$gpu", "true"]"#).matches(&h));
         assert!(!f(r#"["!=", "$gpu", "true"]"#).matches(&h));
         assert!(f(r#"["not", ["==", "$gpu", "true"]]"#).matches(&h));
+    }
+
+    #[test]
+    fn compiled_filters_agree_with_plain_ones() {
+        let h = host(&[("vcpus", "10"), ("rack", "b10"), ("a", "1")]);
+        let keys = ["vcpus", "rack", "a"];
+        let values: Vec<AttrValue> = keys.iter().map(|k| AttrValue::new(h.0[k])).collect();
+        let id_of = |k: &str| keys.iter().position(|x| *x == k).map(|i| i as u32);
+        let get = |i: u32| values.get(i as usize);
+        for text in [
+            r#"[">", "$vcpus", "9"]"#,
+            r#"["<", "$rack", "b9"]"#,
+            r#"["in", "$a", "2", 1]"#,
+            r#"["not", ["==", "$gpu", "true"]]"#,
+            r#"["!=", "$gpu", "true"]"#,
+            r#"["or", ["==", "$a", "9"], ["and", ["==", "$vcpus", "10.0"], ["!=", "$rack", "x"]]]"#,
+            "",
+        ] {
+            let filter = f(text);
+            assert_eq!(
+                filter.compile(&id_of).matches(&get),
+                filter.matches(&h),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::domain::{
     DomainError,
     allocation::{Need, PlanError, plan},
     dates::{format_lease_date, truncate_to_minute, truncate_to_second},
+    filter::Filter,
     input::{Object, printable},
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
     page::{Page, PageRequest, marker_not_found},
@@ -36,7 +37,53 @@ use crate::jobs::{
 pub struct LeaseDetail {
     pub lease: lease::Model,
     pub reservations: Vec<reservation::Model>,
-    pub events: Vec<event::Model>,
+    pub events: Vec<EventSummary>,
+}
+
+/// What the API shows of an event (the runner's claim columns stay inside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSummary {
+    pub id: String,
+    pub lease_id: String,
+    pub event_type: String,
+    pub time: NaiveDateTime,
+    pub status: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+impl From<event::Model> for EventSummary {
+    fn from(e: event::Model) -> Self {
+        Self {
+            id: e.id,
+            lease_id: e.lease_id,
+            event_type: e.event_type,
+            time: e.time,
+            status: e.status,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+type EventRow = (
+    String,
+    String,
+    String,
+    NaiveDateTime,
+    String,
+    NaiveDateTime,
+    Option<NaiveDateTime>,
+);
+
+/// What one reservation needs, before its filters are matched against the hosts.
+struct NeedSpec<'a> {
+    filter: &'a Filter,
+    min: usize,
+    max: usize,
+    held: &'a [i64],
+    replan: bool,
+    keep_held: bool,
 }
 
 /// Largest number of ids in one `IN (...)` list.
@@ -162,10 +209,10 @@ impl Services {
         let chosen = if req.reservations.is_empty() {
             Vec::new()
         } else {
-            let needs: Vec<Need<'_>> = req
+            let needs: Vec<NeedSpec<'_>> = req
                 .reservations
                 .iter()
-                .map(|r| Need {
+                .map(|r| NeedSpec {
                     filter: &r.filter,
                     min: r.min as usize,
                     max: r.max as usize,
@@ -273,7 +320,7 @@ impl Services {
         Ok(LeaseDetail {
             lease,
             reservations,
-            events,
+            events: events.into_iter().map(EventSummary::from).collect(),
         })
     }
 
@@ -393,9 +440,9 @@ impl Services {
             || start != old.start_date
             || end != old.end_date;
         if merged.iter().any(|(_, _, replan)| *replan) {
-            let needs: Vec<Need<'_>> = merged
+            let needs: Vec<NeedSpec<'_>> = merged
                 .iter()
-                .map(|(r, filter, replan)| Need {
+                .map(|(r, filter, replan)| NeedSpec {
                     filter,
                     min: r.min as usize,
                     max: r.max as usize,
@@ -510,7 +557,7 @@ impl Services {
         now: NaiveDateTime,
         (start, end): (NaiveDateTime, NaiveDateTime),
         except: Option<&str>,
-        needs: &[Need<'_>],
+        specs: &[NeedSpec<'_>],
         bounds: &[(i32, i32)],
     ) -> Result<Vec<Vec<i64>>, DomainError> {
         for attempt in 0..2 {
@@ -518,15 +565,36 @@ impl Services {
             let chosen = self
                 .placement
                 .with(|w| {
+                    let matching: Vec<Vec<i64>> = specs
+                        .iter()
+                        .map(|s| {
+                            if s.replan {
+                                w.hosts.matching(s.filter)
+                            } else {
+                                Vec::new()
+                            }
+                        })
+                        .collect();
+                    let needs: Vec<Need<'_>> = specs
+                        .iter()
+                        .zip(&matching)
+                        .map(|(s, m)| Need {
+                            matching: m,
+                            min: s.min,
+                            max: s.max,
+                            held: s.held,
+                            replan: s.replan,
+                            keep_held: s.keep_held,
+                        })
+                        .collect();
                     plan(
-                        &w.hosts,
                         |h| w.busy(h, start, end, except),
                         |h| w.usage(h, now),
-                        needs,
+                        &needs,
                     )
                 })
                 .map_err(|e| plan_error(e, bounds, start, end))?;
-            let picked: Vec<i64> = needs
+            let picked: Vec<i64> = specs
                 .iter()
                 .zip(&chosen)
                 .filter(|(n, _)| n.replan)
@@ -728,7 +796,7 @@ pub(crate) async fn load_details(
     leases: Vec<lease::Model>,
 ) -> Result<Vec<LeaseDetail>, sea_orm::DbErr> {
     let mut reservations: HashMap<String, Vec<reservation::Model>> = HashMap::new();
-    let mut events: HashMap<String, Vec<event::Model>> = HashMap::new();
+    let mut events: HashMap<String, Vec<EventSummary>> = HashMap::new();
     for chunk in leases.chunks(IN_CHUNK) {
         let ids: Vec<&str> = chunk.iter().map(|l| l.id.as_str()).collect();
         for r in reservation::Entity::find()
@@ -740,12 +808,35 @@ pub(crate) async fn load_details(
         {
             reservations.entry(r.lease_id.clone()).or_default().push(r);
         }
-        for e in event::Entity::find()
+        // Only the columns the API shows: each datetime decoded costs a parse.
+        let rows: Vec<EventRow> = event::Entity::find()
+            .select_only()
+            .columns([
+                event::Column::Id,
+                event::Column::LeaseId,
+                event::Column::EventType,
+                event::Column::Time,
+                event::Column::Status,
+                event::Column::CreatedAt,
+                event::Column::UpdatedAt,
+            ])
             .filter(event::Column::LeaseId.is_in(ids))
+            .into_tuple()
             .all(conn)
-            .await?
-        {
-            events.entry(e.lease_id.clone()).or_default().push(e);
+            .await?;
+        for (id, lease_id, event_type, time, status, created_at, updated_at) in rows {
+            events
+                .entry(lease_id.clone())
+                .or_default()
+                .push(EventSummary {
+                    id,
+                    lease_id,
+                    event_type,
+                    time,
+                    status,
+                    created_at,
+                    updated_at,
+                });
         }
     }
     Ok(leases

@@ -10,7 +10,6 @@
 //! `domain::allocation::plan`.
 
 use std::{
-    borrow::Cow,
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
@@ -22,7 +21,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
-use crate::domain::{allocation::Candidate, filter::Attributes};
+use crate::domain::filter::{AttrValue, Filter};
 
 /// A host with its capabilities, as filters see it.
 #[derive(Debug, Clone)]
@@ -32,39 +31,80 @@ pub struct HostRecord {
     pub capabilities: Vec<(String, String)>,
 }
 
-impl Attributes for HostRecord {
-    fn attribute(&self, key: &str) -> Option<Cow<'_, str>> {
-        let h = &self.host;
-        let text = |s: &str| Some(Cow::Owned(s.to_string()));
-        match key {
-            "id" => text(&h.id.to_string()),
-            "hypervisor_hostname" => Some(Cow::Borrowed(&h.hypervisor_hostname)),
-            "hypervisor_type" => Some(Cow::Borrowed(&h.hypervisor_type)),
-            "hypervisor_version" => text(&h.hypervisor_version.to_string()),
-            "vcpus" => text(&h.vcpus.to_string()),
-            "memory_mb" => text(&h.memory_mb.to_string()),
-            "local_gb" => text(&h.local_gb.to_string()),
-            "cpu_info" => Some(Cow::Borrowed(&h.cpu_info)),
-            "service_name" => Some(Cow::Borrowed(&h.service_name)),
-            "availability_zone" => Some(Cow::Borrowed(&h.availability_zone)),
-            "status" => h.status.as_deref().map(Cow::Borrowed),
-            "reservable" => text(if h.reservable { "true" } else { "false" }),
-            "trust_id" => h.trust_id.as_deref().map(Cow::Borrowed),
-            _ => self
-                .capabilities
-                .binary_search_by(|(k, _)| k.as_str().cmp(key))
-                .ok()
-                .map(|i| Cow::Borrowed(self.capabilities[i].1.as_str())),
-        }
-    }
+/// The hosts as filters see them: every column and capability as an attribute with an interned
+/// key id and its value parsed once, so that matching 10,000 hosts is cheap.
+#[derive(Debug, Default)]
+pub struct HostIndex {
+    keys: HashMap<String, u32>,
+    rows: Vec<IndexedHost>,
 }
 
-impl Candidate for HostRecord {
-    fn host_id(&self) -> i64 {
-        self.host.id
+#[derive(Debug)]
+struct IndexedHost {
+    id: i64,
+    reservable: bool,
+    /// Sorted by key id.
+    attrs: Vec<(u32, AttrValue)>,
+}
+
+impl HostIndex {
+    pub fn build(hosts: &[HostRecord]) -> Self {
+        let mut keys: HashMap<String, u32> = HashMap::new();
+        let mut intern = |k: &str| {
+            let next = keys.len() as u32;
+            *keys.entry(k.to_string()).or_insert(next)
+        };
+        let rows = hosts
+            .iter()
+            .map(|r| {
+                let h = &r.host;
+                let mut attrs: Vec<(u32, AttrValue)> = [
+                    ("id", Some(h.id.to_string())),
+                    ("hypervisor_hostname", Some(h.hypervisor_hostname.clone())),
+                    ("hypervisor_type", Some(h.hypervisor_type.clone())),
+                    ("hypervisor_version", Some(h.hypervisor_version.to_string())),
+                    ("vcpus", Some(h.vcpus.to_string())),
+                    ("memory_mb", Some(h.memory_mb.to_string())),
+                    ("local_gb", Some(h.local_gb.to_string())),
+                    ("cpu_info", Some(h.cpu_info.clone())),
+                    ("service_name", Some(h.service_name.clone())),
+                    ("availability_zone", Some(h.availability_zone.clone())),
+                    ("status", h.status.clone()),
+                    ("reservable", Some(h.reservable.to_string())),
+                    ("trust_id", h.trust_id.clone()),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+                .chain(r.capabilities.iter().cloned())
+                .map(|(k, v)| (intern(&k), AttrValue::new(v)))
+                .collect();
+                attrs.sort_by_key(|(k, _)| *k);
+                IndexedHost {
+                    id: h.id,
+                    reservable: h.reservable,
+                    attrs,
+                }
+            })
+            .collect();
+        Self { keys, rows }
     }
-    fn reservable(&self) -> bool {
-        self.host.reservable
+
+    /// Reservable hosts that match `filter`, in id order.
+    pub fn matching(&self, filter: &Filter) -> Vec<i64> {
+        let compiled = filter.compile(&|k: &str| self.keys.get(k).copied());
+        self.rows
+            .iter()
+            .filter(|row| {
+                row.reservable
+                    && compiled.matches(&|key: u32| {
+                        row.attrs
+                            .binary_search_by_key(&key, |(k, _)| *k)
+                            .ok()
+                            .map(|i| &row.attrs[i].1)
+                    })
+            })
+            .map(|row| row.id)
+            .collect()
     }
 }
 
@@ -121,7 +161,7 @@ pub struct Booking {
 pub struct World {
     hosts_version: i64,
     bookings_version: i64,
-    pub hosts: Arc<Vec<HostRecord>>,
+    pub hosts: HostIndex,
     bookings: HashMap<i64, Vec<Booking>>,
 }
 
@@ -186,7 +226,7 @@ impl PlacementCache {
             }
         };
         let hosts = if hosts_stale {
-            Some(Arc::new(load_inventory(conn).await?))
+            Some(HostIndex::build(&load_inventory(conn).await?))
         } else {
             None
         };
