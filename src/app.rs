@@ -11,7 +11,7 @@ use poem::{
     middleware::CatchPanic,
 };
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::{
     api::{
@@ -166,7 +166,7 @@ impl Application {
             facts: Arc::new(StandaloneFacts),
             driver,
             notifier,
-            wake: Arc::new(Notify::new()),
+            wake: Default::default(),
             auth,
             policy,
             placement: Default::default(),

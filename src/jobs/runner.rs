@@ -14,7 +14,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
     },
     time::Duration,
 };
@@ -25,7 +25,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{
     driver::{DriverError, ReservationHosts},
@@ -45,6 +45,51 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 const BLOCKED_RETRY: Duration = Duration::from_millis(250);
 /// Due events read per query.
 const BATCH: u64 = 200;
+
+/// Rings the runner when a lease change may have brought an event earlier than the runner's
+/// planned wake-up. Creating a lease in the future, the common case, then costs the runner
+/// nothing; while the runner is awake every ring counts.
+#[derive(Debug)]
+pub struct Bell {
+    notify: Notify,
+    /// When the runner plans to wake (ms since the epoch), or `AWAKE`.
+    planned: AtomicI64,
+}
+
+const AWAKE: i64 = i64::MIN;
+
+impl Default for Bell {
+    fn default() -> Self {
+        Self {
+            notify: Notify::new(),
+            planned: AtomicI64::new(AWAKE),
+        }
+    }
+}
+
+impl Bell {
+    /// A change brought an event due at `earliest`.
+    pub fn ring_for(&self, earliest: NaiveDateTime) {
+        let planned = self.planned.load(Ordering::SeqCst);
+        if planned == AWAKE || earliest.and_utc().timestamp_millis() < planned {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Something changed that the runner must look at.
+    pub fn ring(&self) {
+        self.notify.notify_one();
+    }
+
+    fn awake(&self) {
+        self.planned.store(AWAKE, Ordering::SeqCst);
+    }
+
+    fn sleeping_until(&self, t: NaiveDateTime) {
+        self.planned
+            .store(t.and_utc().timestamp_millis(), Ordering::SeqCst);
+    }
+}
 
 /// What one `run_due` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -184,7 +229,10 @@ impl Runner {
     /// run at once.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(instance = %self.instance, "lease runner started");
+        let bell = &self.services.wake;
         loop {
+            // Rings from now on wake the next sleep at once (a permit is kept).
+            bell.awake();
             let now = self.services.clock.now();
             let pause = match self.run_due(now).await {
                 Ok(report) => {
@@ -210,9 +258,13 @@ impl Runner {
                     Duration::from_secs(1)
                 }
             };
+            let pause = pause.min(MAX_IDLE);
+            bell.sleeping_until(
+                self.services.clock.now() + TimeDelta::from_std(pause).unwrap_or(TimeDelta::zero()),
+            );
             tokio::select! {
-                _ = tokio::time::sleep(pause.min(MAX_IDLE)) => {}
-                _ = self.services.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = bell.notify.notified() => {}
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
@@ -547,7 +599,7 @@ impl Runner {
             loop {
                 tokio::select! {
                     n = listener.recv() => match n {
-                        Ok(_) => self.services.wake.notify_one(),
+                        Ok(_) => self.services.wake.ring(),
                         Err(e) => {
                             tracing::warn!(error = %e, "lease change listener lost; reconnecting");
                             break;
@@ -557,7 +609,7 @@ impl Runner {
                 }
             }
             // Changes announced while disconnected: look at the table again.
-            self.services.wake.notify_one();
+            self.services.wake.ring();
         }
     }
 

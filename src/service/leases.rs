@@ -624,11 +624,15 @@ impl Services {
         })
     }
 
-    /// After a committed change: notify subscribers and let the runners re-plan their sleep.
+    /// After a committed change: notify subscribers and, if the lease's events may now come
+    /// before the runner's planned wake-up, ring it (and, on PostgreSQL, the other instances').
     async fn changed(&self, kind: &str, lease: &lease::Model, now: NaiveDateTime) {
         self.notifier.emit(lease_payload(kind, lease, None, now));
-        self.wake.notify_one();
-        self.db.announce_change().await;
+        if kind != "lease.delete" {
+            // The lease's start comes before its other events.
+            self.wake.ring_for(lease.start_date);
+            self.db.announce_change().await;
+        }
     }
 
     /// Moves the lease's events to the new window; a before-end event that already fired and now

@@ -10,8 +10,6 @@ pub mod placement;
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
-
 use crate::{
     auth::{
         Authenticator,
@@ -44,8 +42,8 @@ pub struct Services {
     pub facts: Arc<dyn HostFactSource>,
     pub driver: Arc<dyn ResourceDriver>,
     pub notifier: Notifier,
-    /// Rung after every lease change, so the runner re-reads when the next event is due.
-    pub wake: Arc<Notify>,
+    /// Rung after lease changes, so the runner re-reads when the next event is due.
+    pub wake: Arc<crate::jobs::runner::Bell>,
     /// Who is calling (used by the request pipeline).
     pub auth: Arc<dyn Authenticator>,
     /// What callers may do.
