@@ -9,7 +9,7 @@ use chrono::NaiveDateTime;
 use entity::{allocation, event, lease, reservation};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -308,7 +308,7 @@ impl Services {
                 .record_bookings(
                     &*txn,
                     BookingChange {
-                        remove_leases: Vec::new(),
+                        remove: Vec::new(),
                         add,
                     },
                 )
@@ -522,7 +522,10 @@ impl Services {
                 .record_bookings(
                     &*txn,
                     BookingChange {
-                        remove_leases: vec![old.id.clone()],
+                        remove: vec![(
+                            old.id.clone(),
+                            held_rows.iter().map(|a| a.host_id).collect(),
+                        )],
                         add,
                     },
                 )
@@ -733,19 +736,22 @@ impl Services {
         }
         // Reservations, events and allocations go with it (ON DELETE CASCADE): the hosts are free
         // and the events will never run, as soon as this commits.
-        let booked = allocation::Entity::find()
+        let booked: Vec<i64> = allocation::Entity::find()
+            .select_only()
+            .column(allocation::Column::HostId)
             .filter(allocation::Column::LeaseId.eq(&lease.id))
-            .count(&*txn)
+            .into_tuple()
+            .all(&*txn)
             .await?;
         lease::Entity::delete_by_id(lease.id.clone())
             .exec(&*txn)
             .await?;
-        if booked > 0 {
+        if !booked.is_empty() {
             self.placement
                 .record_bookings(
                     &*txn,
                     BookingChange {
-                        remove_leases: vec![lease.id.clone()],
+                        remove: vec![(lease.id.clone(), booked)],
                         add: Vec::new(),
                     },
                 )

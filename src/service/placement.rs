@@ -10,7 +10,7 @@
 //! `domain::allocation::plan`.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
 };
 
@@ -192,8 +192,9 @@ impl World {
 /// What a write transaction changed in the bookings, to apply to the copy.
 #[derive(Debug, Default)]
 pub struct BookingChange {
-    /// Leases whose bookings all go away (deleted, or replaced by `add`).
-    pub remove_leases: Vec<String>,
+    /// Leases whose bookings all go away (deleted, or replaced by `add`), with the hosts they
+    /// held (so that only those hosts' lists are touched).
+    pub remove: Vec<(String, Vec<i64>)>,
     /// New bookings: host, start, end, lease.
     pub add: Vec<(i64, NaiveDateTime, NaiveDateTime, String)>,
 }
@@ -278,10 +279,11 @@ impl PlacementCache {
         let mut w = self.world.lock().expect("placement cache");
         if let Some(world) = w.as_mut() {
             world.bookings_version += 1;
-            let gone: HashSet<&str> = change.remove_leases.iter().map(String::as_str).collect();
-            if !gone.is_empty() {
-                for list in world.bookings.values_mut() {
-                    list.retain(|b| !gone.contains(&*b.lease));
+            for (lease, hosts) in &change.remove {
+                for host in hosts {
+                    if let Some(list) = world.bookings.get_mut(host) {
+                        list.retain(|b| *b.lease != **lease);
+                    }
                 }
             }
             for (host, start, end, lease) in change.add {
