@@ -57,10 +57,7 @@ impl Services {
         let conn = &txn;
         let hosts = host_page(conn, page).await?;
         let ids: Vec<i64> = hosts.items.iter().map(|h| h.id).collect();
-        let caps = host_capability::Entity::find()
-            .filter(host_capability::Column::HostId.is_in(ids))
-            .all(conn)
-            .await?;
+        let caps = placement::capabilities_of(conn, Some(&ids)).await?;
         txn.commit().await?;
         Ok(Page {
             items: placement::attach_capabilities(hosts.items, caps),
@@ -423,11 +420,7 @@ async fn load_host(conn: &impl ConnectionTrait, id: &str) -> Result<HostRecord, 
         .one(conn)
         .await?
         .ok_or_else(|| host_not_found(id))?;
-    let caps = host_capability::Entity::find()
-        .filter(host_capability::Column::HostId.eq(host_id))
-        .order_by_asc(host_capability::Column::Name)
-        .all(conn)
-        .await?;
+    let caps = placement::capabilities_of(conn, Some(&[host_id])).await?;
     Ok(placement::attach_capabilities(vec![host], caps).remove(0))
 }
 

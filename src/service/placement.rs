@@ -114,25 +114,35 @@ pub async fn load_inventory(conn: &impl ConnectionTrait) -> Result<Vec<HostRecor
         .order_by_asc(host::Column::Id)
         .all(conn)
         .await?;
-    let caps = host_capability::Entity::find()
-        .order_by_asc(host_capability::Column::HostId)
-        .order_by_asc(host_capability::Column::Name)
-        .all(conn)
-        .await?;
+    let caps = capabilities_of(conn, None).await?;
     Ok(attach_capabilities(hosts, caps))
 }
 
-/// Joins hosts (in id order) with capabilities (in host id, name order).
+/// (host id, name, value) of the capabilities of `hosts` (of every host when `None`). Only the
+/// shown columns: decoding each timestamp costs a date parse, thousands of them in a listing.
+pub async fn capabilities_of(
+    conn: &impl ConnectionTrait,
+    hosts: Option<&[i64]>,
+) -> Result<Vec<(i64, String, String)>, DbErr> {
+    let mut q = host_capability::Entity::find()
+        .select_only()
+        .column(host_capability::Column::HostId)
+        .column(host_capability::Column::Name)
+        .column(host_capability::Column::Value);
+    if let Some(ids) = hosts {
+        q = q.filter(host_capability::Column::HostId.is_in(ids.iter().copied()));
+    }
+    q.into_tuple().all(conn).await
+}
+
+/// Joins hosts (in id order) with their capabilities.
 pub fn attach_capabilities(
     hosts: Vec<host::Model>,
-    caps: Vec<host_capability::Model>,
+    caps: Vec<(i64, String, String)>,
 ) -> Vec<HostRecord> {
     let mut by_host: HashMap<i64, Vec<(String, String)>> = HashMap::new();
-    for c in caps {
-        by_host
-            .entry(c.host_id)
-            .or_default()
-            .push((c.name, c.value));
+    for (host, name, value) in caps {
+        by_host.entry(host).or_default().push((name, value));
     }
     hosts
         .into_iter()
