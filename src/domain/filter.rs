@@ -18,7 +18,7 @@ pub const MAX_FILTER_BYTES: usize = 64 * 1024;
 /// Deepest nesting of `and`/`or`/`not` accepted.
 pub const MAX_FILTER_DEPTH: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Eq,
     Ne,
@@ -28,7 +28,8 @@ pub enum Op {
     Ge,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+// Eq and Hash: the placement copy remembers which hosts each filter it has seen matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Filter {
     /// No condition: every host matches.
     All,

@@ -3,7 +3,10 @@
 //! Create and update choose hosts and write the lease, its reservations, allocations and events
 //! in a single write transaction: a refused request changes nothing, and an accepted one is whole.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use chrono::NaiveDateTime;
 use entity::{allocation, event, lease, reservation};
@@ -568,16 +571,17 @@ impl Services {
             let chosen = self
                 .placement
                 .with(|w| {
-                    let matching: Vec<Vec<i64>> = specs
+                    let matching: Vec<Arc<[i64]>> = specs
                         .iter()
                         .map(|s| {
                             if s.replan {
                                 w.hosts.matching(s.filter)
                             } else {
-                                Vec::new()
+                                Arc::from([])
                             }
                         })
                         .collect();
+                    let w = &*w;
                     let needs: Vec<Need<'_>> = specs
                         .iter()
                         .zip(&matching)
