@@ -126,14 +126,13 @@ impl Services {
                 .find_lease(conn, caller, marker)
                 .await
                 .map_err(|_| marker_not_found(marker))?;
-            q = q.filter(
+            // `created_at >= m` first: it is what lets the (created_at, id) index start at the
+            // marker. The OR alone made both databases walk the index from the first lease, so
+            // a deep page cost more the deeper it was.
+            q = q.filter(lease::Column::CreatedAt.gte(m.created_at)).filter(
                 Condition::any()
                     .add(lease::Column::CreatedAt.gt(m.created_at))
-                    .add(
-                        Condition::all()
-                            .add(lease::Column::CreatedAt.eq(m.created_at))
-                            .add(lease::Column::Id.gt(m.id)),
-                    ),
+                    .add(lease::Column::Id.gt(m.id)),
             );
         }
         let leases = q.limit(page.limit as u64 + 1).all(conn).await?;
