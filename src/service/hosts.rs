@@ -54,15 +54,26 @@ impl Services {
     ) -> Result<Page<HostRecord>, DomainError> {
         self.authorize("blazar:oshosts:get", caller)?;
         let txn = self.db.read().await?;
-        let conn = &txn;
-        let hosts = host_page(conn, page).await?;
-        let ids: Vec<i64> = hosts.items.iter().map(|h| h.id).collect();
-        let caps = placement::capabilities_of(conn, Some(&ids)).await?;
+        let inventory = self.placement.inventory(&txn).await?;
         txn.commit().await?;
-        Ok(Page {
-            items: placement::attach_capabilities(hosts.items, caps),
-            next_marker: hosts.next_marker,
-        })
+        let start = match &page.marker {
+            None => 0,
+            Some(marker) => {
+                let id = parse_host_id(marker).map_err(|_| marker_not_found(marker))?;
+                inventory
+                    .binary_search_by_key(&id, |r| r.host.id)
+                    .map_err(|_| marker_not_found(marker))?
+                    + 1
+            }
+        };
+        let items: Vec<HostRecord> = inventory[start..]
+            .iter()
+            .take(page.limit + 1)
+            .cloned()
+            .collect();
+        Ok(Page::from_overfetch(items, page.limit, |h| {
+            h.host.id.to_string()
+        }))
     }
 
     pub async fn get_host(&self, caller: &Caller, id: &str) -> Result<HostRecord, DomainError> {

@@ -200,6 +200,8 @@ pub struct World {
     hosts_version: i64,
     bookings_version: i64,
     pub hosts: HostIndex,
+    /// The records `hosts` was built from, in id order: what host listings show.
+    inventory: Arc<[HostRecord]>,
     bookings: HashMap<i64, Vec<Booking>>,
 }
 
@@ -253,10 +255,7 @@ impl PlacementCache {
         conn: &impl ConnectionTrait,
         now: NaiveDateTime,
     ) -> Result<(), DbErr> {
-        let versions = placement_version::Entity::find_by_id(1)
-            .one(conn)
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound("placement_versions row".into()))?;
+        let versions = versions(conn).await?;
         let (hosts_stale, bookings_stale) = {
             let w = self.world.lock().expect("placement cache");
             match w.as_ref() {
@@ -268,7 +267,8 @@ impl PlacementCache {
             }
         };
         let hosts = if hosts_stale {
-            Some(HostIndex::build(&load_inventory(conn).await?))
+            let inventory: Arc<[HostRecord]> = load_inventory(conn).await?.into();
+            Some((HostIndex::build(&inventory), inventory))
         } else {
             None
         };
@@ -280,8 +280,9 @@ impl PlacementCache {
         let mut w = self.world.lock().expect("placement cache");
         match (w.as_mut(), hosts, bookings) {
             (Some(world), hosts, bookings) => {
-                if let Some(h) = hosts {
-                    world.hosts = h;
+                if let Some((index, inventory)) = hosts {
+                    world.hosts = index;
+                    world.inventory = inventory;
                 }
                 if let Some(b) = bookings {
                     world.bookings = b;
@@ -289,17 +290,56 @@ impl PlacementCache {
                 world.hosts_version = versions.hosts;
                 world.bookings_version = versions.bookings;
             }
-            (None, Some(hosts), Some(bookings)) => {
+            (None, Some((hosts, inventory)), Some(bookings)) => {
                 *w = Some(World {
                     hosts_version: versions.hosts,
                     bookings_version: versions.bookings,
                     hosts,
+                    inventory,
                     bookings,
                 });
             }
             (None, _, _) => unreachable!("an empty cache reloads both parts"),
         }
         Ok(())
+    }
+
+    /// Every host with its capabilities, in id order, as `conn`'s snapshot sees them: from the
+    /// copy when it is that version (a listing of 10,000 hosts then reads one row, not 80,000),
+    /// else from the database, and the copy takes them.
+    ///
+    /// Readers may run in any order with writers, so a reader only ever moves the copy forward
+    /// (versions only grow): an older snapshot never replaces what a writer has just loaded.
+    pub async fn inventory(&self, conn: &impl ConnectionTrait) -> Result<Arc<[HostRecord]>, DbErr> {
+        let version = versions(conn).await?.hosts;
+        {
+            let w = self.world.lock().expect("placement cache");
+            if let Some(world) = w.as_ref().filter(|w| w.hosts_version == version) {
+                return Ok(world.inventory.clone());
+            }
+        }
+        let inventory: Arc<[HostRecord]> = load_inventory(conn).await?.into();
+        let index = HostIndex::build(&inventory);
+        let mut w = self.world.lock().expect("placement cache");
+        match w.as_mut() {
+            Some(world) if world.hosts_version < version => {
+                world.hosts = index;
+                world.inventory = inventory.clone();
+                world.hosts_version = version;
+            }
+            Some(_) => {}
+            // No bookings yet: -1 is never a version, so the first writer loads them.
+            None => {
+                *w = Some(World {
+                    hosts_version: version,
+                    bookings_version: -1,
+                    hosts: index,
+                    inventory: inventory.clone(),
+                    bookings: HashMap::new(),
+                })
+            }
+        }
+        Ok(inventory)
     }
 
     /// Reads the (refreshed) copy.
@@ -356,6 +396,13 @@ impl PlacementCache {
     pub fn forget(&self) {
         *self.world.lock().expect("placement cache") = None;
     }
+}
+
+async fn versions(conn: &impl ConnectionTrait) -> Result<placement_version::Model, DbErr> {
+    placement_version::Entity::find_by_id(1)
+        .one(conn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("placement_versions row".into()))
 }
 
 async fn bump(conn: &impl ConnectionTrait, column: placement_version::Column) -> Result<(), DbErr> {
@@ -456,6 +503,7 @@ mod tests {
             hosts_version: 0,
             bookings_version: 0,
             hosts: HostIndex::default(),
+            inventory: Arc::from([]),
             bookings,
         }
     }
