@@ -260,3 +260,22 @@ mod tests {
         );
     }
 }
+
+/// The runtime the server runs on: one worker thread per core, after capping glibc's malloc
+/// arenas.
+///
+/// glibc gives each thread that meets contention its own arena (up to 8 per core) and rarely
+/// returns their free memory; with tokio's workers and sqlx's database threads each filling
+/// one with the buffers of large listings, peak RSS at 10,000 hosts grew past what the data
+/// needs (docs/performance.md). Two arenas are enough for two kinds of threads that rarely
+/// contend; it must be set before those threads start.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}

@@ -255,11 +255,8 @@ fn main() -> ExitCode {
             addr_file,
             log_filter,
         }) => {
-            // The same runtime as the real server's `#[tokio::main]`: one worker per core.
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime");
+            // The real server's runtime (and allocator settings).
+            let rt = blazar_server::app::runtime().expect("a tokio runtime");
             match rt.block_on(server::serve(database_url, addr_file, log_filter)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
