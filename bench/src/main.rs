@@ -479,6 +479,9 @@ async fn measure(
         }
     }
     let loaded = load_rows[1].1.clone().expect("loaded leases");
+    if let Some(done) = db.analyze().await? {
+        eprintln!("{done}");
+    }
     let (hwm_after_load, rss_after_load) = server.memory_kib();
     let db_after_load = db.size_bytes().await;
 
