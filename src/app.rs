@@ -22,6 +22,7 @@ use crate::{
         Authenticator, NoAuth,
         keystone::{Keystone, KeystoneConfig},
         policy::{Policy, PolicyError},
+        service_account::{AccountConfig, ServiceAccount},
         split_roles,
     },
     clock::SharedClock,
@@ -30,9 +31,10 @@ use crate::{
     jobs::{
         driver::{ResourceDriver, StandaloneDriver},
         notify::{Notifier, RetryPolicy},
-        runner::Runner,
+        runner::{Runner, default_instance_name},
     },
-    service::{Services, StandaloneFacts},
+    nova::{self, driver::NovaDriver, facts::NovaFacts, sync::NovaSync},
+    service::{HostFactSource, Services, StandaloneFacts},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -100,20 +102,38 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// The authenticator the settings ask for (validated settings: keystone has its URL and password).
-fn authenticator(s: &Settings, clock: SharedClock) -> Arc<dyn Authenticator> {
-    match s.auth.as_str() {
-        "keystone" => Arc::new(Keystone::new(
+/// The Keystone service account, when the settings give its credentials: it validates tokens
+/// (keystone mode) and finds and authenticates Nova (nova mode without a fixed token).
+fn service_account(s: &Settings, clock: SharedClock) -> Option<Arc<ServiceAccount>> {
+    let (Some(url), Some(password)) = (&s.keystone_url, &s.keystone_password) else {
+        return None;
+    };
+    Some(Arc::new(ServiceAccount::new(
+        AccountConfig {
+            url: url.clone(),
+            username: s.keystone_username.clone(),
+            password: password.clone(),
+            project_name: s.keystone_project_name.clone(),
+            user_domain_name: s.keystone_user_domain_name.clone(),
+            project_domain_name: s.keystone_project_domain_name.clone(),
+        },
+        clock,
+    )))
+}
+
+/// The authenticator the settings ask for (validated settings: keystone has its account).
+fn authenticator(
+    s: &Settings,
+    account: Option<Arc<ServiceAccount>>,
+    clock: SharedClock,
+) -> Arc<dyn Authenticator> {
+    match (s.auth.as_str(), account) {
+        ("keystone", Some(account)) => Arc::new(Keystone::new(
             KeystoneConfig {
-                url: s.keystone_url.clone().unwrap_or_default(),
-                username: s.keystone_username.clone(),
-                password: s.keystone_password.clone().unwrap_or_default(),
-                project_name: s.keystone_project_name.clone(),
-                user_domain_name: s.keystone_user_domain_name.clone(),
-                project_domain_name: s.keystone_project_domain_name.clone(),
                 cache_ttl: Duration::from_secs(s.token_cache_seconds),
                 cache_size: s.token_cache_size,
             },
+            account,
             clock,
         )),
         _ => Arc::new(NoAuth {
@@ -129,28 +149,32 @@ pub struct Application {
     acceptor: poem::listener::TcpAcceptor,
     services: Arc<Services>,
     runner: Arc<Runner>,
+    nova_sync: Option<Arc<NovaSync>>,
 }
 
 impl Application {
-    /// Opens the database, builds the services and binds the listener.
+    /// Opens the database, builds the services (with the resource driver the settings name)
+    /// and binds the listener.
     pub async fn build(settings: Settings, clock: SharedClock) -> Result<Self, AppError> {
-        Self::build_with_driver(settings, clock, Arc::new(StandaloneDriver)).await
+        Self::build_with_driver(settings, clock, None).await
     }
 
-    /// As [`Application::build`], with another resource driver (tests inject failures this way).
+    /// As [`Application::build`]; `driver`, if given, replaces the one the settings name (tests
+    /// inject failures this way).
     pub async fn build_with_driver(
         settings: Settings,
         clock: SharedClock,
-        driver: Arc<dyn ResourceDriver>,
+        driver: Option<Arc<dyn ResourceDriver>>,
     ) -> Result<Self, AppError> {
         settings.validate()?;
-        // TLS for outgoing HTTPS (Keystone, webhooks): one crypto provider for the process.
+        // TLS for outgoing HTTPS (Keystone, Nova, webhooks): one crypto provider for the process.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let policy = Arc::new(match &settings.policy_file {
             Some(path) => Policy::from_file(std::path::Path::new(path))?,
             None => Policy::defaults(),
         });
-        let auth = authenticator(&settings, clock.clone());
+        let account = service_account(&settings, clock.clone());
+        let auth = authenticator(&settings, account.clone(), clock.clone());
         let db = open_database(&settings).await?;
         let notifier = Notifier::start(
             settings.notify_urls.clone(),
@@ -159,18 +183,38 @@ impl Application {
                 first_backoff: Duration::from_millis(settings.notify_backoff_ms),
             },
         );
+        let pools = settings
+            .nova_mode()
+            .then(|| Arc::new(nova::pools(&settings, account)));
+        let (default_driver, facts): (Arc<dyn ResourceDriver>, Arc<dyn HostFactSource>) =
+            match &pools {
+                Some(p) => (
+                    Arc::new(NovaDriver::new(p.clone())),
+                    Arc::new(NovaFacts::new(p.clone(), settings.az_aware)),
+                ),
+                None => (Arc::new(StandaloneDriver), Arc::new(StandaloneFacts)),
+            };
         let services = Arc::new(Services {
             db: Arc::new(db),
             clock,
+            instance: settings
+                .instance_name
+                .clone()
+                .unwrap_or_else(default_instance_name),
             settings: Arc::new(settings.clone()),
-            facts: Arc::new(StandaloneFacts),
-            driver,
+            facts,
+            driver: driver.unwrap_or(default_driver),
             notifier,
             wake: Default::default(),
             auth,
             policy,
             placement: Default::default(),
+            repair: Default::default(),
         });
+        let nova_sync = pools.map(|p| Arc::new(NovaSync::new(services.clone(), p)));
+        if let Some(sync) = &nova_sync {
+            sync.ensure_freepool_soon();
+        }
         let runner = Arc::new(Runner::new(services.clone()));
         let acceptor = TcpListener::bind(settings.bind.clone())
             .into_acceptor()
@@ -192,6 +236,7 @@ impl Application {
             acceptor,
             services,
             runner,
+            nova_sync,
         })
     }
 
@@ -212,6 +257,11 @@ impl Application {
         self.runner.clone()
     }
 
+    /// Reconciliation and health polling, in nova mode (tests call them directly).
+    pub fn nova_sync(&self) -> Option<Arc<NovaSync>> {
+        self.nova_sync.clone()
+    }
+
     /// Serves (and, unless disabled, runs lease events) until `shutdown` resolves; then requests
     /// in flight get up to 30 s to finish and the runner stops between two events.
     pub async fn run(
@@ -223,6 +273,10 @@ impl Application {
         let runner = self.services.settings.runner.then(|| {
             if self.services.db.backend() == sea_orm::DbBackend::Postgres {
                 tokio::spawn(self.runner.clone().listen_for_changes(stop_rx.clone()));
+            }
+            // Background work runs where the runner runs (not on API-only instances).
+            if let Some(sync) = &self.nova_sync {
+                tokio::spawn(sync.clone().run(stop_rx.clone()));
             }
             tokio::spawn(self.runner.clone().run(stop_rx))
         });

@@ -64,6 +64,45 @@ pub struct Settings {
     pub token_cache_size: usize,
     /// oslo.policy-style YAML file overriding the default rules.
     pub policy_file: Option<String>,
+    /// What a lease's events do to hosts: `standalone` (record what would be done) or `nova`
+    /// (drive a real Nova's aggregates, as upstream's host plugin does).
+    pub resource_driver: String,
+    /// Nova's compute endpoint (`http://nova:8774/v2.1`); without it, the catalog of the
+    /// Keystone service account says where Nova is.
+    pub nova_url: Option<String>,
+    /// A fixed token for `nova_url` (a Nova behind a test noauth filter); without it, the
+    /// Keystone service account's token.
+    pub nova_token: Option<String>,
+    /// Catalog interface of the compute endpoint (upstream `[nova] endpoint_type`).
+    pub nova_endpoint_type: String,
+    /// Catalog region of the compute endpoint (upstream `os_region_name`); any region if unset.
+    pub nova_region_name: Option<String>,
+    /// Seconds one Nova request may take.
+    pub nova_timeout_seconds: u64,
+    /// Retries of one Nova request after a connection error, a timeout or a 5xx.
+    pub nova_retries: u32,
+    /// Upstream `[nova] aggregate_freepool_name`: the aggregate of enrolled, unreserved hosts.
+    pub aggregate_freepool_name: String,
+    /// Upstream `[nova] blazar_owner`: the aggregate metadata key naming the owner project.
+    pub blazar_owner: String,
+    /// Upstream `[nova] project_id_key`: the value of extra-project keys in aggregate metadata.
+    pub project_id_key: String,
+    /// Upstream `[physical:host] blazar_az_prefix`: availability zones of reservation aggregates.
+    pub blazar_az_prefix: String,
+    /// Upstream `[nova] image_prefix`: names of before-end snapshots.
+    pub image_prefix: String,
+    /// Upstream `[nova] az_aware`: record a host's availability zone at enrolment.
+    pub az_aware: bool,
+    /// Longest wait for a lease's servers to be deleted at its end, in seconds (upstream: 10 min).
+    pub server_deletion_timeout_seconds: u64,
+    /// How long an event keeps being retried while Nova is unreachable or failing, in seconds,
+    /// before the lease goes to ERROR.
+    pub nova_retry_deadline_seconds: u64,
+    /// Seconds between comparisons of Nova's aggregates with the database; 0 turns it off.
+    pub reconcile_interval_seconds: u64,
+    /// Seconds between polls of the compute services' health (upstream
+    /// `[physical:host] polling_interval`); 0 turns it off.
+    pub health_interval_seconds: u64,
 }
 
 impl Default for Settings {
@@ -98,6 +137,23 @@ impl Default for Settings {
             token_cache_seconds: 300,
             token_cache_size: 10_000,
             policy_file: None,
+            resource_driver: "standalone".into(),
+            nova_url: None,
+            nova_token: None,
+            nova_endpoint_type: "internal".into(),
+            nova_region_name: None,
+            nova_timeout_seconds: 30,
+            nova_retries: 3,
+            aggregate_freepool_name: "freepool".into(),
+            blazar_owner: "blazar:owner".into(),
+            project_id_key: "blazar:project".into(),
+            blazar_az_prefix: "blazar_".into(),
+            image_prefix: "reserved_".into(),
+            az_aware: true,
+            server_deletion_timeout_seconds: 600,
+            nova_retry_deadline_seconds: 600,
+            reconcile_interval_seconds: 300,
+            health_interval_seconds: 60,
         }
     }
 }
@@ -205,6 +261,57 @@ pub struct SettingsLayer {
     /// Policy file (oslo.policy YAML) overriding the default rules
     #[arg(long, global = true, env = "BLAZAR_POLICY_FILE")]
     pub policy_file: Option<String>,
+    /// Resource driver: standalone or nova [default: standalone]
+    #[arg(long, global = true, env = "BLAZAR_RESOURCE_DRIVER")]
+    pub resource_driver: Option<String>,
+    /// Nova compute endpoint, e.g. http://nova:8774/v2.1 [default: from the Keystone catalog]
+    #[arg(long, global = true, env = "BLAZAR_NOVA_URL")]
+    pub nova_url: Option<String>,
+    /// Fixed token for --nova-url [default: the Keystone service account's]
+    #[arg(long, global = true, env = "BLAZAR_NOVA_TOKEN", hide_env_values = true)]
+    pub nova_token: Option<String>,
+    /// Catalog interface of Nova: public, internal or admin [default: internal]
+    #[arg(long, global = true, env = "BLAZAR_NOVA_ENDPOINT_TYPE")]
+    pub nova_endpoint_type: Option<String>,
+    /// Catalog region of Nova [default: any]
+    #[arg(long, global = true, env = "BLAZAR_NOVA_REGION_NAME")]
+    pub nova_region_name: Option<String>,
+    /// Seconds one Nova request may take [default: 30]
+    #[arg(long, global = true, env = "BLAZAR_NOVA_TIMEOUT_SECONDS")]
+    pub nova_timeout_seconds: Option<u64>,
+    /// Retries of a Nova request after a connection error or 5xx [default: 3]
+    #[arg(long, global = true, env = "BLAZAR_NOVA_RETRIES")]
+    pub nova_retries: Option<u32>,
+    /// Aggregate of enrolled, unreserved hosts [default: freepool]
+    #[arg(long, global = true, env = "BLAZAR_AGGREGATE_FREEPOOL_NAME")]
+    pub aggregate_freepool_name: Option<String>,
+    /// Aggregate metadata key of the owner project [default: blazar:owner]
+    #[arg(long, global = true, env = "BLAZAR_BLAZAR_OWNER")]
+    pub blazar_owner: Option<String>,
+    /// Aggregate metadata value of extra projects [default: blazar:project]
+    #[arg(long, global = true, env = "BLAZAR_PROJECT_ID_KEY")]
+    pub project_id_key: Option<String>,
+    /// Availability zone prefix of reservation aggregates [default: blazar_]
+    #[arg(long, global = true, env = "BLAZAR_BLAZAR_AZ_PREFIX")]
+    pub blazar_az_prefix: Option<String>,
+    /// Name prefix of before-end snapshots [default: reserved_]
+    #[arg(long, global = true, env = "BLAZAR_IMAGE_PREFIX")]
+    pub image_prefix: Option<String>,
+    /// Record a host's availability zone at enrolment [default: true]
+    #[arg(long, global = true, env = "BLAZAR_AZ_AWARE")]
+    pub az_aware: Option<bool>,
+    /// Longest wait for a lease's servers to go at its end, in seconds [default: 600]
+    #[arg(long, global = true, env = "BLAZAR_SERVER_DELETION_TIMEOUT_SECONDS")]
+    pub server_deletion_timeout_seconds: Option<u64>,
+    /// Seconds an event is retried while Nova fails, before ERROR [default: 600]
+    #[arg(long, global = true, env = "BLAZAR_NOVA_RETRY_DEADLINE_SECONDS")]
+    pub nova_retry_deadline_seconds: Option<u64>,
+    /// Seconds between reconciliations of Nova's aggregates; 0 = off [default: 300]
+    #[arg(long, global = true, env = "BLAZAR_RECONCILE_INTERVAL_SECONDS")]
+    pub reconcile_interval_seconds: Option<u64>,
+    /// Seconds between health polls of the compute services; 0 = off [default: 60]
+    #[arg(long, global = true, env = "BLAZAR_HEALTH_INTERVAL_SECONDS")]
+    pub health_interval_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +364,15 @@ impl Settings {
         if let Some(v) = layer.policy_file {
             self.policy_file = Some(v);
         }
+        if let Some(v) = layer.nova_url {
+            self.nova_url = Some(v);
+        }
+        if let Some(v) = layer.nova_token {
+            self.nova_token = Some(v);
+        }
+        if let Some(v) = layer.nova_region_name {
+            self.nova_region_name = Some(v);
+        }
         macro_rules! take {
             ($($field:ident),*) => {
                 $(if let Some(v) = layer.$field { self.$field = v; })*
@@ -285,7 +401,21 @@ impl Settings {
             keystone_user_domain_name,
             keystone_project_domain_name,
             token_cache_seconds,
-            token_cache_size
+            token_cache_size,
+            resource_driver,
+            nova_endpoint_type,
+            nova_timeout_seconds,
+            nova_retries,
+            aggregate_freepool_name,
+            blazar_owner,
+            project_id_key,
+            blazar_az_prefix,
+            image_prefix,
+            az_aware,
+            server_deletion_timeout_seconds,
+            nova_retry_deadline_seconds,
+            reconcile_interval_seconds,
+            health_interval_seconds
         );
     }
 
@@ -365,6 +495,7 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        self.validate_nova()?;
         if self.db_max_connections == 0 {
             return Err(ConfigError::Invalid {
                 name: "db_max_connections",
@@ -375,9 +506,113 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Whether leases drive a real Nova.
+    pub fn nova_mode(&self) -> bool {
+        self.resource_driver == "nova"
+    }
+
+    fn validate_nova(&self) -> Result<(), ConfigError> {
+        let invalid = |name, message: String| Err(ConfigError::Invalid { name, message });
+        match self.resource_driver.as_str() {
+            "standalone" => return Ok(()),
+            "nova" => {}
+            other => {
+                return invalid(
+                    "resource_driver",
+                    format!("{other:?} is not standalone or nova"),
+                );
+            }
+        }
+        if let Some(url) = &self.nova_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("nova_url", format!("{url:?} is not an http(s) URL"));
+        }
+        let keystone = self.keystone_url.is_some() && self.keystone_password.is_some();
+        if self.nova_token.is_some() && self.nova_url.is_none() {
+            return invalid("nova_token", "a fixed Nova token needs nova_url too".into());
+        }
+        if self.nova_token.is_none() && !keystone {
+            return invalid(
+                "resource_driver",
+                "nova needs nova_url and nova_token, or Keystone service credentials \
+                 (keystone_url and keystone_password) to find Nova in the catalog"
+                    .into(),
+            );
+        }
+        if !["public", "internal", "admin"].contains(&self.nova_endpoint_type.as_str()) {
+            return invalid(
+                "nova_endpoint_type",
+                format!(
+                    "{:?} is not public, internal or admin",
+                    self.nova_endpoint_type
+                ),
+            );
+        }
+        for (name, value) in [
+            ("aggregate_freepool_name", &self.aggregate_freepool_name),
+            ("blazar_owner", &self.blazar_owner),
+            ("project_id_key", &self.project_id_key),
+            ("blazar_az_prefix", &self.blazar_az_prefix),
+        ] {
+            if value.trim().is_empty() || value.len() > 255 {
+                return invalid(name, "must be 1 to 255 characters".into());
+            }
+        }
+        if !(1..=600).contains(&self.nova_timeout_seconds) {
+            return invalid("nova_timeout_seconds", "must be between 1 and 600".into());
+        }
+        if self.nova_retries > 10 {
+            return invalid("nova_retries", "must be at most 10".into());
+        }
+        if !(1..=86_400).contains(&self.server_deletion_timeout_seconds) {
+            return invalid(
+                "server_deletion_timeout_seconds",
+                "must be between 1 and 86400".into(),
+            );
+        }
+        if !(1..=604_800).contains(&self.nova_retry_deadline_seconds) {
+            return invalid(
+                "nova_retry_deadline_seconds",
+                "must be between 1 and 604800 (a week)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nova_mode_needs_a_way_to_reach_nova() {
+        let mut s = Settings {
+            resource_driver: "nova".into(),
+            ..Default::default()
+        };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("nova_url and nova_token"), "{err}");
+        s.nova_url = Some("http://127.0.0.1:8774/v2.1".into());
+        s.nova_token = Some("admin:admin".into());
+        s.validate().unwrap();
+        s.resource_driver = "ironic".into();
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("resource_driver")
+        );
+        let s = Settings {
+            resource_driver: "nova".into(),
+            auth: "keystone".into(),
+            keystone_url: Some("http://keystone:5000/v3".into()),
+            keystone_password: Some("secret".into()),
+            ..Default::default()
+        };
+        s.validate().unwrap();
+    }
 
     #[test]
     fn layers_override_in_order() {

@@ -11,6 +11,8 @@
 //! - [`domain`] holds the pure rules: input dates, validation, the filter language, host choice,
 //!   statuses and events. It never touches the database and never reads the clock.
 //! - [`jobs`] runs the lease lifecycle: the event runner, resource drivers, notifications.
+//! - [`nova`] talks to Nova: host facts, the aggregate choreography of reservations,
+//!   reconciliation and health polling. Nothing there runs inside a database transaction.
 //! - [`clock`] is the only place that reads the wall clock; [`config`] the layered settings.
 
 pub mod api;
@@ -20,5 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod failpoint;
 pub mod jobs;
+pub mod nova;
 pub mod service;

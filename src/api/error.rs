@@ -112,16 +112,20 @@ impl From<DomainError> for ApiError {
             | E::InvalidRange(_)
             | E::UnsupportedResourceType(_) => StatusCode::BAD_REQUEST,
             E::PolicyNotAuthorized(_) => StatusCode::FORBIDDEN,
-            E::LeaseNotFound(_) | E::HostNotFound(_) | E::PropertyNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            E::LeaseNotFound(_)
+            | E::HostNotFound(_)
+            | E::PropertyNotFound(_)
+            | E::HostNotInNova(_) => StatusCode::NOT_FOUND,
             E::NotEnoughHostsAvailable { .. }
             | E::InvalidStatus(_)
             | E::CantUpdateParameter(_)
             | E::CantDeleteHost(_)
             | E::HostAlreadyExists(_)
-            | E::CapabilityInUse(_) => StatusCode::CONFLICT,
-            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | E::CapabilityInUse(_)
+            | E::MultipleHostsFound(_)
+            | E::HostHavingServers(_) => StatusCode::CONFLICT,
+            E::Unavailable(_) | E::NovaUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::NovaRefused(_) => StatusCode::BAD_GATEWAY,
             E::Database(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         // PostgreSQL's exclusion constraint caught a double booking the service did not (it
@@ -134,6 +138,11 @@ impl From<DomainError> for ApiError {
                 "NotEnoughHostsAvailable",
                 "A host was booked by another request at the same time; retry",
             );
+        }
+        // Nova's own words say what to do (wait, fix the host in Nova); nothing of ours leaks.
+        if let E::NovaUnavailable(_) | E::NovaRefused(_) = &err {
+            tracing::warn!(error = %err, "Nova failed a request");
+            return Self::new(status, err.name(), err.to_string());
         }
         if status.is_server_error() {
             // The details stay in the log (with the request id); the client gets a generic text.
@@ -173,7 +182,14 @@ const ERROR_STATUSES: &[(u16, &str)] = &[
         500,
         "An unexpected server error; it is logged with the request id",
     ),
-    (503, "The service is not ready"),
+    (
+        502,
+        "Nova refused what the request needed; the message is Nova's",
+    ),
+    (
+        503,
+        "The service is not ready, or Nova cannot be reached (the message says which)",
+    ),
 ];
 
 impl ApiResponse for ApiError {

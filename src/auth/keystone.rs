@@ -6,30 +6,28 @@
 //! `token_cache_seconds`, whichever is sooner (so a revoked token is refused at the latest that
 //! long after its revocation), in a bounded cache.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, TimeDelta};
 use poem::http::HeaderMap;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{AuthError, Authenticator};
+use super::{
+    AuthError, Authenticator,
+    service_account::{ServiceAccount, parse_expiry},
+};
 use crate::{clock::SharedClock, service::Caller};
 
 /// Longest token accepted (Fernet tokens are ~200 bytes; PKI tokens were a few KB).
 const MAX_TOKEN_BYTES: usize = 8192;
-/// A service token is renewed this long before it expires.
-const RENEW_MARGIN: TimeDelta = TimeDelta::seconds(60);
 
 #[derive(Debug, Clone)]
 pub struct KeystoneConfig {
-    /// The identity endpoint, e.g. `http://keystone:5000/v3`.
-    pub url: String,
-    pub username: String,
-    pub password: String,
-    pub project_name: String,
-    pub user_domain_name: String,
-    pub project_domain_name: String,
     pub cache_ttl: Duration,
     pub cache_size: usize,
 }
@@ -41,32 +39,30 @@ struct Cached {
 
 pub struct Keystone {
     cfg: KeystoneConfig,
+    account: Arc<ServiceAccount>,
     http: reqwest::Client,
     clock: SharedClock,
-    service_token: tokio::sync::Mutex<Option<(String, NaiveDateTime)>>,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
 impl Keystone {
-    pub fn new(cfg: KeystoneConfig, clock: SharedClock) -> Self {
+    /// Validates tokens with `account`'s own token.
+    pub fn new(cfg: KeystoneConfig, account: Arc<ServiceAccount>, clock: SharedClock) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("http client");
         Self {
-            cfg: KeystoneConfig {
-                url: cfg.url.trim_end_matches('/').to_string(),
-                ..cfg
-            },
+            cfg,
+            account,
             http,
             clock,
-            service_token: tokio::sync::Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
     fn unavailable(&self, what: impl std::fmt::Display) -> AuthError {
-        tracing::error!(keystone = %self.cfg.url, error = %what, "identity service unavailable");
+        tracing::error!(keystone = %self.account.url(), error = %what, "identity service unavailable");
         AuthError::Unavailable(
             "The identity service cannot validate tokens right now; retry later".into(),
         )
@@ -74,49 +70,11 @@ impl Keystone {
 
     /// This server's own token, for validating others'.
     async fn service_token(&self, force: bool) -> Result<String, AuthError> {
-        let mut slot = self.service_token.lock().await;
-        let now = self.clock.now();
-        if !force
-            && let Some((token, expires)) = slot.as_ref()
-            && *expires - RENEW_MARGIN > now
-        {
-            return Ok(token.clone());
-        }
-        let body = json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": self.cfg.username,
-                "domain": {"name": self.cfg.user_domain_name},
-                "password": self.cfg.password,
-            }}},
-            "scope": {"project": {
-                "name": self.cfg.project_name,
-                "domain": {"name": self.cfg.project_domain_name},
-            }},
-        }});
-        let resp = self
-            .http
-            .post(format!("{}/auth/tokens", self.cfg.url))
-            .json(&body)
-            .send()
+        self.account
+            .session(force)
             .await
-            .map_err(|e| self.unavailable(e))?;
-        if !resp.status().is_success() {
-            return Err(self.unavailable(format!(
-                "the service account {} cannot log in: HTTP {}",
-                self.cfg.username,
-                resp.status()
-            )));
-        }
-        let token = resp
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| self.unavailable("no X-Subject-Token in the service login answer"))?;
-        let body: Value = resp.json().await.map_err(|e| self.unavailable(e))?;
-        let expires = parse_expiry(&body).unwrap_or(now + TimeDelta::minutes(10));
-        *slot = Some((token.clone(), expires));
-        Ok(token)
+            .map(|s| s.token)
+            .map_err(|e| self.unavailable(e))
     }
 
     async fn validate(&self, token: &str) -> Result<(Caller, NaiveDateTime), AuthError> {
@@ -124,7 +82,7 @@ impl Keystone {
             let service = self.service_token(attempt > 0).await?;
             let resp = self
                 .http
-                .get(format!("{}/auth/tokens", self.cfg.url))
+                .get(format!("{}/auth/tokens", self.account.url()))
                 .header("x-auth-token", service)
                 .header("x-subject-token", token)
                 .send()
@@ -203,18 +161,8 @@ impl Authenticator for Keystone {
     }
 
     fn challenge(&self) -> Option<String> {
-        Some(format!("Keystone uri=\"{}\"", self.cfg.url))
+        Some(format!("Keystone uri=\"{}\"", self.account.url()))
     }
-}
-
-fn parse_expiry(body: &Value) -> Option<NaiveDateTime> {
-    let s = body["token"]["expires_at"].as_str()?;
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.naive_utc())
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(s.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f").ok()
-        })
 }
 
 /// The caller described by a validation answer: project-scoped tokens only.
@@ -248,6 +196,8 @@ fn caller_of(body: &Value) -> Result<(Caller, NaiveDateTime), AuthError> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

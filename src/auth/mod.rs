@@ -5,6 +5,7 @@
 
 pub mod keystone;
 pub mod policy;
+pub mod service_account;
 
 use async_trait::async_trait;
 use poem::http::HeaderMap;

@@ -64,6 +64,21 @@ pub enum DomainError {
     HostAlreadyExists(String),
     #[error("{0}")]
     CapabilityInUse(String),
+    /// Nova has no compute host of that name (the message names it and what Nova knows).
+    #[error("{0}")]
+    HostNotInNova(String),
+    /// Several compute hosts answer to that name.
+    #[error("{0}")]
+    MultipleHostsFound(String),
+    /// A host has servers, so it cannot be enrolled or withdrawn (upstream's HostHavingServers).
+    #[error("{0}")]
+    HostHavingServers(String),
+    /// Nova cannot be reached or fails for now: 503, with Nova's message.
+    #[error("{0}")]
+    NovaUnavailable(String),
+    /// Nova refused what was asked: 502, with Nova's message.
+    #[error("{0}")]
+    NovaRefused(String),
 
     /// The database failed; the message is logged, never shown.
     #[error("database error: {0}")]
@@ -98,6 +113,11 @@ impl DomainError {
             Self::CantDeleteHost(_) => "CantDeleteHost",
             Self::HostAlreadyExists(_) => "HostAlreadyExists",
             Self::CapabilityInUse(_) => "CantUpdateExtraCapability",
+            Self::HostNotInNova(_) => "HostNotFound",
+            Self::MultipleHostsFound(_) => "MultipleHostsFound",
+            Self::HostHavingServers(_) => "HostHavingServers",
+            Self::NovaUnavailable(_) => "NovaUnavailable",
+            Self::NovaRefused(_) => "NovaError",
             Self::Database(_) => "DatabaseError",
             Self::Unavailable(_) => "ServiceUnavailable",
             Self::Internal(_) => "InternalError",

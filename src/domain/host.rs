@@ -56,6 +56,24 @@ impl FactsInput {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+
+    /// The names of the facts given.
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("vcpus", self.vcpus.is_some()),
+            ("memory_mb", self.memory_mb.is_some()),
+            ("local_gb", self.local_gb.is_some()),
+            ("hypervisor_version", self.hypervisor_version.is_some()),
+            ("hypervisor_type", self.hypervisor_type.is_some()),
+            ("cpu_info", self.cpu_info.is_some()),
+            ("service_name", self.service_name.is_some()),
+            ("availability_zone", self.availability_zone.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(k, _)| k)
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -11,5 +11,6 @@ pub mod host;
 pub mod input;
 pub mod lease;
 pub mod page;
+pub mod pools;
 
 pub use error::DomainError;

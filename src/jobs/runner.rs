@@ -1,10 +1,14 @@
-//! The lease event runner: runs every due event once, on time, and survives crashes.
+//! The lease event runner: runs every due event once, on time, and survives crashes and outages
+//! of Nova.
 //!
 //! The loop sleeps until the next due event or claim expiry (or until a lease changes), then
-//! `run_due(now)`. Each event runs in two transactions: a claim (UNDONE -> IN_PROGRESS, with the
-//! claiming instance and an expiry), then act + outcome (DONE or ERROR) + an `event_runs` audit row.
-//! A claim that expires (its runner died) is taken over and the event runs again; because the
-//! driver acts inside the outcome transaction, a killed attempt leaves nothing behind.
+//! `run_due(now)`. Each event runs as claim, act, record: a claim transaction (UNDONE ->
+//! IN_PROGRESS, with the claiming instance and an expiry), then the driver acts with no
+//! transaction open (a Nova call must not hold the write turn), then an outcome transaction
+//! (DONE or ERROR, the driver's actions, an `event_runs` audit row). A claim that expires (its
+//! runner died) is taken over and the event runs again; drivers are idempotent, so it converges.
+//! When Nova is unreachable or fails, the event waits IN_PROGRESS with no claimant and runs again
+//! after a backoff, until `nova_retry_deadline_seconds` have passed; then it is an ERROR.
 //!
 //! Order: due events run by time; at equal times before-end and end events run before starts
 //! (a lease ending frees hosts for one starting), and within a lease start, then before-end, then
@@ -20,22 +24,24 @@ use std::{
 };
 
 use chrono::{NaiveDateTime, TimeDelta};
-use entity::{allocation, event, event_run, lease, reservation};
+use entity::{allocation, driver_action, event, event_run, host, lease, reservation};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use tokio::sync::{Notify, watch};
 
 use super::{
-    driver::{DriverError, ReservationHosts},
+    driver::{ActionLog, DriverError, HostRef, ReservationHosts},
     notify::lease_payload,
 };
 use crate::{
+    db::WriteTxn,
     domain::{
-        dates::truncate_to_second,
+        dates::{format_lease_date, truncate_to_second},
         lease::{EventStatus, EventType, LeaseStatus, ReservationStatus},
     },
+    failpoint,
     service::Services,
 };
 
@@ -45,6 +51,10 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 const BLOCKED_RETRY: Duration = Duration::from_millis(250);
 /// Due events read per query.
 const BATCH: u64 = 200;
+/// Longest pause between two attempts of an event that Nova failed.
+const MAX_RETRY_BACKOFF: TimeDelta = TimeDelta::seconds(30);
+/// `event_runs.outcome` of an attempt that failed for now.
+pub const RETRY: &str = "RETRY";
 
 /// Rings the runner when a lease change may have brought an event earlier than the runner's
 /// planned wake-up. Creating a lease in the future, the common case, then costs the runner
@@ -98,40 +108,221 @@ pub struct RunReport {
     pub failed: usize,
     /// Due events left for later: waiting on a predecessor or on another runner's claim.
     pub waiting: usize,
+    /// Events that Nova (or another outside system) failed for now, scheduled to run again.
+    pub retrying: usize,
 }
 
 enum Outcome {
     Done,
     Failed,
+    /// Failed for now; the next attempt is scheduled.
+    Retrying,
     /// Not runnable now (predecessor unfinished, lease busy, claimed elsewhere, or gone).
     Skipped,
 }
 
+/// An event this runner has claimed.
+struct Claimed {
+    /// The event as it was before the claim.
+    ev: event::Model,
+    kind: EventType,
+    /// The claim's attempt number: the outcome is recorded only while the claim is still this one.
+    attempts: i32,
+    /// The end of a lease whose deletion was interrupted: after the release, the lease goes.
+    deleting: bool,
+}
+
+/// What an event acts on, read after the claim.
+pub(crate) struct Work {
+    pub lease: lease::Model,
+    /// In request order.
+    pub reservations: Vec<reservation::Model>,
+    /// Each reservation's hosts, by reservation id, in host id order.
+    pub hosts: HashMap<String, Vec<HostRef>>,
+}
+
+impl Work {
+    pub fn hosts_of(&self, reservation_id: &str) -> &[HostRef] {
+        self.hosts
+            .get(reservation_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    pub fn reservation_hosts<'a>(&'a self, r: &'a reservation::Model) -> ReservationHosts<'a> {
+        ReservationHosts {
+            lease: &self.lease,
+            reservation: r,
+            hosts: self.hosts_of(&r.id),
+        }
+    }
+
+    /// Every host id the lease holds, in reservation then host order.
+    pub fn host_ids(&self) -> Vec<i64> {
+        self.reservations
+            .iter()
+            .flat_map(|r| self.hosts_of(&r.id).iter().map(|h| h.id))
+            .collect()
+    }
+}
+
+/// The lease `lease_id` with its reservations and their hosts, if it exists.
+pub(crate) async fn load_work(
+    conn: &impl ConnectionTrait,
+    lease_id: &str,
+) -> Result<Option<Work>, DbErr> {
+    let Some(lease) = lease::Entity::find_by_id(lease_id.to_string())
+        .one(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let reservations = reservation::Entity::find()
+        .filter(reservation::Column::LeaseId.eq(lease_id))
+        .order_by_asc(reservation::Column::Position)
+        .all(conn)
+        .await?;
+    let allocations: Vec<(String, i64)> = allocation::Entity::find()
+        .select_only()
+        .column(allocation::Column::ReservationId)
+        .column(allocation::Column::HostId)
+        .filter(allocation::Column::LeaseId.eq(lease_id))
+        .order_by_asc(allocation::Column::HostId)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let names = host_refs(conn, allocations.iter().map(|(_, h)| *h)).await?;
+    let mut hosts: HashMap<String, Vec<HostRef>> = HashMap::new();
+    for (reservation_id, id) in allocations {
+        let host = names.get(&id).cloned().unwrap_or(HostRef {
+            id,
+            name: String::new(),
+            service_name: String::new(),
+        });
+        hosts.entry(reservation_id).or_default().push(host);
+    }
+    Ok(Some(Work {
+        lease,
+        reservations,
+        hosts,
+    }))
+}
+
+/// The hosts `ids` as drivers name them.
+pub(crate) async fn host_refs(
+    conn: &impl ConnectionTrait,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<HashMap<i64, HostRef>, DbErr> {
+    let ids: Vec<i64> = ids.into_iter().collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(host::Entity::find()
+        .select_only()
+        .column(host::Column::Id)
+        .column(host::Column::HypervisorHostname)
+        .column(host::Column::ServiceName)
+        .filter(host::Column::Id.is_in(ids))
+        .into_tuple::<(i64, String, String)>()
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|(id, name, service_name)| {
+            (
+                id,
+                HostRef {
+                    id,
+                    name,
+                    service_name,
+                },
+            )
+        })
+        .collect())
+}
+
+/// Keeps an event's claim alive while its work runs (a lease's servers may take minutes to be
+/// deleted), so that no other runner takes the event over from a live runner.
+pub(crate) struct ClaimKeeper {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ClaimKeeper {
+    pub fn start(services: Arc<Services>, event_id: String, attempts: i32) -> Self {
+        let ttl = TimeDelta::seconds(services.settings.event_claim_seconds as i64);
+        let every = (ttl / 3).to_std().unwrap_or(Duration::from_secs(1));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = &mut stopped => return,
+                }
+                let renewed = async {
+                    let txn = services.db.write().await?;
+                    let r = event::Entity::update_many()
+                        .col_expr(
+                            event::Column::ClaimExpiresAt,
+                            Expr::value(services.clock.now() + ttl),
+                        )
+                        .filter(event::Column::Id.eq(&event_id))
+                        .filter(event::Column::Status.eq(EventStatus::InProgress.as_str()))
+                        .filter(event::Column::ClaimedBy.eq(services.instance.as_str()))
+                        .filter(event::Column::Attempts.eq(attempts))
+                        .exec(&*txn)
+                        .await?;
+                    txn.commit().await?;
+                    Ok::<_, DbErr>(r.rows_affected)
+                }
+                .await;
+                match renewed {
+                    Ok(1) => {}
+                    Ok(_) => return,
+                    Err(e) => tracing::warn!(%event_id, error = %e, "cannot renew an event claim"),
+                }
+            }
+        });
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// How long to wait before attempt `attempts + 1` of an event that failed for now: 1 s, then
+/// doubling, at most [`MAX_RETRY_BACKOFF`].
+fn retry_backoff(attempts: i32) -> TimeDelta {
+    let exp = attempts.clamp(1, 16) - 1;
+    TimeDelta::seconds(1i64 << exp).min(MAX_RETRY_BACKOFF)
+}
+
 pub struct Runner {
     services: Arc<Services>,
-    instance: String,
     claim_ttl: TimeDelta,
     stopping: AtomicBool,
 }
 
 impl Runner {
     pub fn new(services: Arc<Services>) -> Self {
-        let instance = services
-            .settings
-            .instance_name
-            .clone()
-            .unwrap_or_else(default_instance_name);
         let claim_ttl = TimeDelta::seconds(services.settings.event_claim_seconds as i64);
         Self {
             services,
-            instance,
             claim_ttl,
             stopping: AtomicBool::new(false),
         }
     }
 
     pub fn instance(&self) -> &str {
-        &self.instance
+        &self.services.instance
     }
 
     /// Runs every event due at `now`, in order, until none can make progress.
@@ -162,6 +353,10 @@ impl Runner {
                         report.failed += 1;
                         progressed = true;
                     }
+                    Outcome::Retrying => {
+                        // Its next attempt is in the future: not due again in this pass.
+                        report.retrying += 1;
+                    }
                     Outcome::Skipped => {
                         skipped.insert(e.id);
                     }
@@ -179,8 +374,9 @@ impl Runner {
     }
 
     /// Events that may run at `now`: waiting ones whose time has come, and ones claimed by a
-    /// runner whose claim has expired. Two queries, each a range of the (status, time) index:
-    /// one query with an OR would make SQLite read the whole events table.
+    /// runner whose claim has expired (or waiting for their next attempt). Two queries, each a
+    /// range of the (status, time) index: one query with an OR would make SQLite read the whole
+    /// events table.
     async fn due_events(&self, now: NaiveDateTime, limit: u64) -> Result<Vec<event::Model>, DbErr> {
         let conn = self.services.db.conn();
         let mut due = event::Entity::find()
@@ -228,7 +424,7 @@ impl Runner {
     /// The background loop, until `shutdown` turns true. Events missed while the server was down
     /// run at once.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(instance = %self.instance, "lease runner started");
+        tracing::info!(instance = %self.instance(), "lease runner started");
         let bell = &self.services.wake;
         loop {
             // Rings from now on wake the next sleep at once (a permit is kept).
@@ -236,7 +432,7 @@ impl Runner {
             let now = self.services.clock.now();
             let pause = match self.run_due(now).await {
                 Ok(report) => {
-                    if report.done + report.failed > 0 {
+                    if report.done + report.failed + report.retrying > 0 {
                         tracing::debug!(?report, "events run");
                     }
                     match self.next_wakeup().await {
@@ -272,58 +468,147 @@ impl Runner {
                 break;
             }
         }
-        tracing::info!(instance = %self.instance, "lease runner stopped");
+        tracing::info!(instance = %self.instance(), "lease runner stopped");
     }
 
-    /// Claims, runs and records one event.
+    /// Claims the event (commit), acts through the driver with no transaction open, and records
+    /// the outcome (commit): a Nova call that takes seconds never holds the write turn.
     async fn run_event(&self, event_id: &str, now: NaiveDateTime) -> Result<Outcome, DbErr> {
-        let Some((ev, kind)) = self.claim(event_id, now).await? else {
+        let Some(claimed) = self.claim(event_id, now).await? else {
             return Ok(Outcome::Skipped);
         };
         let started = self.services.clock.now();
-        let txn = self.services.db.write().await?;
-        // Still ours? (If we were too slow, our claim expired and someone else took over.)
-        let Some(current) = event::Entity::find_by_id(ev.id.clone()).one(&*txn).await? else {
+        let work = {
+            let txn = self.services.db.read().await?;
+            let work = load_work(&txn, &claimed.ev.lease_id).await?;
+            txn.commit().await?;
+            work
+        };
+        let Some(work) = work else {
             return Ok(Outcome::Skipped);
         };
-        if current.status != EventStatus::InProgress.as_str()
-            || current.claimed_by.as_deref() != Some(self.instance.as_str())
-        {
-            return Ok(Outcome::Skipped);
-        }
-        let Some(lease) = lease::Entity::find_by_id(ev.lease_id.clone())
+        let since = self.first_attempt(&claimed, started).await?;
+        let keeper = ClaimKeeper::start(
+            self.services.clone(),
+            claimed.ev.id.clone(),
+            claimed.attempts,
+        );
+        let mut log = ActionLog::default();
+        let acted = self.act(claimed.kind, &work, since, &mut log).await;
+        keeper.stop().await;
+        // Tests kill the process here: the driver has acted, nothing is recorded.
+        failpoint::hit("runner-after-act");
+        self.record(&claimed, &work, acted, &log, started).await
+    }
+
+    /// When this event was first attempted: its first failed attempt, or the claim of a runner
+    /// that died while acting, or now. Work done since then (snapshots) is not done again.
+    async fn first_attempt(
+        &self,
+        claimed: &Claimed,
+        now: NaiveDateTime,
+    ) -> Result<NaiveDateTime, DbErr> {
+        let first_retry = self
+            .first_retry(self.services.db.conn(), &claimed.ev.id)
+            .await?;
+        let earlier_claim = (claimed.ev.status == EventStatus::InProgress.as_str())
+            .then_some(claimed.ev.claimed_at)
+            .flatten();
+        Ok([first_retry, earlier_claim, Some(now)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now))
+    }
+
+    /// When the first attempt of this event that failed for now started.
+    async fn first_retry(
+        &self,
+        conn: &impl ConnectionTrait,
+        event_id: &str,
+    ) -> Result<Option<NaiveDateTime>, DbErr> {
+        event_run::Entity::find()
+            .select_only()
+            .column(event_run::Column::StartedAt)
+            .filter(event_run::Column::EventId.eq(event_id))
+            .filter(event_run::Column::Outcome.eq(RETRY))
+            .order_by_asc(event_run::Column::StartedAt)
+            .into_tuple::<NaiveDateTime>()
+            .one(conn)
+            .await
+    }
+
+    /// The outcome transaction: what the driver did, and DONE, ERROR, or a retry later.
+    async fn record(
+        &self,
+        c: &Claimed,
+        work: &Work,
+        acted: Result<String, DriverError>,
+        log: &ActionLog,
+        started: NaiveDateTime,
+    ) -> Result<Outcome, DbErr> {
+        let kind = c.kind;
+        let stamp = truncate_to_second(started);
+        let txn = self.services.db.write().await?;
+        // Still ours? (If we were too slow, our claim expired and someone else took over.)
+        let Some(current) = event::Entity::find_by_id(c.ev.id.clone())
             .one(&*txn)
             .await?
         else {
             return Ok(Outcome::Skipped);
         };
-        let reservations = reservation::Entity::find()
-            .filter(reservation::Column::LeaseId.eq(&lease.id))
-            .order_by_asc(reservation::Column::Position)
-            .all(&*txn)
-            .await?;
-        let mut hosts: HashMap<String, Vec<i64>> = HashMap::new();
-        for a in allocation::Entity::find()
-            .filter(allocation::Column::LeaseId.eq(&lease.id))
-            .order_by_asc(allocation::Column::HostId)
-            .all(&*txn)
-            .await?
+        if current.status != EventStatus::InProgress.as_str()
+            || current.claimed_by.as_deref() != Some(self.instance())
+            || current.attempts != c.attempts
         {
-            hosts.entry(a.reservation_id).or_default().push(a.host_id);
+            tracing::warn!(
+                event_id = %c.ev.id,
+                actions = log.actions().len(),
+                "the claim on this event was taken over while it ran; the other runner records it"
+            );
+            return Ok(Outcome::Skipped);
         }
-        let stamp = truncate_to_second(started);
-        let acted = self
-            .act(&txn, kind, &lease, &reservations, &hosts, started)
-            .await;
-        let (outcome, reason) = match &acted {
-            Ok(summary) => (EventStatus::Done, summary.clone()),
-            Err(DriverError::Database(e)) => return Err(DbErr::Custom(e.to_string())),
-            Err(DriverError::Failed(why)) => (
-                EventStatus::Error,
-                format!("{} failed: {why}", kind.as_str()),
-            ),
+        let Some(lease) = lease::Entity::find_by_id(work.lease.id.clone())
+            .one(&*txn)
+            .await?
+        else {
+            return Ok(Outcome::Skipped);
         };
+        if !log.is_empty() {
+            driver_action::Entity::insert_many(log.rows(started))
+                .exec(&*txn)
+                .await?;
+        }
         let finished = self.services.clock.now();
+        let (outcome, reason) = match acted {
+            Ok(summary) => (EventStatus::Done, summary),
+            Err(DriverError::Unavailable(why)) => {
+                let first = self.first_retry(&*txn, &c.ev.id).await?.unwrap_or(started);
+                let deadline =
+                    TimeDelta::seconds(self.services.settings.nova_retry_deadline_seconds as i64);
+                if finished - first < deadline {
+                    return self
+                        .record_retry(txn, c, current, lease, why, started, finished)
+                        .await;
+                }
+                (
+                    EventStatus::Error,
+                    format!(
+                        "{} failed: {why} (retried for {} s)",
+                        kind.as_str(),
+                        (finished - first).num_seconds()
+                    ),
+                )
+            }
+            Err(e) => (EventStatus::Error, format!("{} failed: {e}", kind.as_str())),
+        };
+
+        if c.deleting && outcome == EventStatus::Done {
+            // The interrupted deletion of a running lease: its hosts are back; now it goes.
+            return self
+                .record_deleted(txn, c, lease, work, started, finished)
+                .await;
+        }
 
         // Reservations follow the event.
         let new_res_status = match (outcome, kind) {
@@ -333,7 +618,7 @@ impl Runner {
             _ => Some(ReservationStatus::Error),
         };
         if let Some(s) = new_res_status
-            && !reservations.is_empty()
+            && !work.reservations.is_empty()
         {
             reservation::Entity::update_many()
                 .col_expr(reservation::Column::Status, Expr::value(s.as_str()))
@@ -366,28 +651,17 @@ impl Runner {
         l.status_reason = Set(Some(reason));
         l.updated_at = Set(Some(stamp));
         let lease_after = l.update(&*txn).await?;
-
-        event_run::ActiveModel {
-            event_id: Set(ev.id.clone()),
-            lease_id: Set(lease.id.clone()),
-            event_type: Set(ev.event_type.clone()),
-            instance: Set(self.instance.clone()),
-            outcome: Set(outcome.as_str().into()),
-            scheduled_at: Set(ev.time),
-            started_at: Set(started),
-            finished_at: Set(finished),
-            ..Default::default()
-        }
-        .insert(&*txn)
-        .await?;
+        self.audit(&txn, c, &lease.id, outcome.as_str(), started, finished)
+            .await?;
         txn.commit().await?;
 
-        let lateness_ms = (finished - ev.time).num_milliseconds();
+        let lateness_ms = (finished - c.ev.time).num_milliseconds();
         tracing::info!(
             lease_id = %lease.id,
             event = kind.as_str(),
             outcome = outcome.as_str(),
             lateness_ms,
+            took_ms = (finished - started).num_milliseconds(),
             "lease event run"
         );
         self.services.notifier.emit(lease_payload(
@@ -403,13 +677,112 @@ impl Runner {
         })
     }
 
-    /// The claim transaction: UNDONE (or IN_PROGRESS with an expired claim) -> IN_PROGRESS, if the
-    /// lease is ready for it. Returns the event as it was before the claim.
-    async fn claim(
+    /// Nova failed for now: the event keeps its place (IN_PROGRESS, the lease in its
+    /// transitional status) with no claimant, and runs again when the backoff expires.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_retry(
         &self,
-        event_id: &str,
-        now: NaiveDateTime,
-    ) -> Result<Option<(event::Model, EventType)>, DbErr> {
+        txn: WriteTxn<'_>,
+        c: &Claimed,
+        current: event::Model,
+        lease: lease::Model,
+        why: String,
+        started: NaiveDateTime,
+        finished: NaiveDateTime,
+    ) -> Result<Outcome, DbErr> {
+        let stamp = truncate_to_second(started);
+        let next = finished + retry_backoff(c.attempts);
+        let mut e = current.into_active_model();
+        e.claimed_by = Set(None);
+        e.claim_expires_at = Set(Some(next));
+        e.last_error = Set(Some(why.clone()));
+        e.updated_at = Set(Some(stamp));
+        e.update(&*txn).await?;
+        let mut l = lease.into_active_model();
+        l.status_reason = Set(Some(format!(
+            "{} is waiting for Nova (attempt {} failed; next at {}): {why}",
+            c.kind.as_str(),
+            c.attempts,
+            format_lease_date(next)
+        )));
+        l.updated_at = Set(Some(stamp));
+        l.update(&*txn).await?;
+        self.audit(&txn, c, &c.ev.lease_id, RETRY, started, finished)
+            .await?;
+        txn.commit().await?;
+        tracing::warn!(
+            lease_id = %c.ev.lease_id,
+            event = c.kind.as_str(),
+            attempt = c.attempts,
+            next = %format_lease_date(next),
+            error = %why,
+            "lease event failed for now; it will be retried"
+        );
+        Ok(Outcome::Retrying)
+    }
+
+    /// The lease whose deletion this event finished: its rows go (its events, reservations and
+    /// allocations with it), and its hosts are free.
+    async fn record_deleted(
+        &self,
+        txn: WriteTxn<'_>,
+        c: &Claimed,
+        lease: lease::Model,
+        work: &Work,
+        started: NaiveDateTime,
+        finished: NaiveDateTime,
+    ) -> Result<Outcome, DbErr> {
+        self.audit(
+            &txn,
+            c,
+            &lease.id,
+            EventStatus::Done.as_str(),
+            started,
+            finished,
+        )
+        .await?;
+        self.services
+            .forget_lease(&txn, &lease.id, work.host_ids())
+            .await?;
+        if let Err(e) = txn.commit().await {
+            self.services.placement.forget();
+            return Err(e);
+        }
+        tracing::info!(lease_id = %lease.id, "lease deleted (its interrupted deletion finished)");
+        self.services
+            .notifier
+            .emit(lease_payload("lease.delete", &lease, None, finished));
+        Ok(Outcome::Done)
+    }
+
+    async fn audit(
+        &self,
+        txn: &WriteTxn<'_>,
+        c: &Claimed,
+        lease_id: &str,
+        outcome: &str,
+        started: NaiveDateTime,
+        finished: NaiveDateTime,
+    ) -> Result<(), DbErr> {
+        event_run::ActiveModel {
+            event_id: Set(c.ev.id.clone()),
+            lease_id: Set(lease_id.to_string()),
+            event_type: Set(c.ev.event_type.clone()),
+            instance: Set(self.instance().to_string()),
+            outcome: Set(outcome.into()),
+            scheduled_at: Set(c.ev.time),
+            started_at: Set(started),
+            finished_at: Set(finished),
+            ..Default::default()
+        }
+        .insert(&**txn)
+        .await?;
+        Ok(())
+    }
+
+    /// The claim transaction: UNDONE (or IN_PROGRESS with an expired claim, or waiting for its
+    /// next attempt) -> IN_PROGRESS, if the lease is ready for it.
+    async fn claim(&self, event_id: &str, now: NaiveDateTime) -> Result<Option<Claimed>, DbErr> {
         let txn = self.services.db.write().await?;
         let Some(ev) = event::Entity::find_by_id(event_id.to_string())
             .one(&*txn)
@@ -431,41 +804,11 @@ impl Runner {
         let Some(kind) = EventType::parse(&ev.event_type) else {
             return Ok(None);
         };
-        let siblings = event::Entity::find()
-            .filter(event::Column::LeaseId.eq(&lease.id))
-            .all(&*txn)
-            .await?;
-        let finished = |t: EventType| {
-            siblings
-                .iter()
-                .filter(|s| s.event_type == t.as_str())
-                .all(|s| {
-                    s.status == EventStatus::Done.as_str()
-                        || s.status == EventStatus::Error.as_str()
-                })
-        };
-        let ready = match kind {
-            EventType::StartLease => true,
-            EventType::BeforeEndLease => finished(EventType::StartLease),
-            EventType::EndLease => {
-                finished(EventType::StartLease) && finished(EventType::BeforeEndLease)
-            }
-        };
-        if !ready {
-            return Ok(None);
-        }
         let status = LeaseStatus::parse(&lease.status).unwrap_or(LeaseStatus::Error);
-        let (allowed, during): (&[LeaseStatus], Option<LeaseStatus>) = match kind {
-            EventType::StartLease => (&[LeaseStatus::Pending], Some(LeaseStatus::Starting)),
-            EventType::BeforeEndLease => (&[LeaseStatus::Active, LeaseStatus::Error], None),
-            EventType::EndLease => (
-                &[LeaseStatus::Active, LeaseStatus::Error],
-                Some(LeaseStatus::Terminating),
-            ),
-        };
-        // A crashed attempt left the lease in this event's transitional status: take it over.
-        let resuming = expired && during == Some(status);
-        if !allowed.contains(&status) && !resuming {
+        // A deletion of a running lease claims its end event; if that deletion was interrupted
+        // (the API process died), the end event's claim expires and we finish it.
+        let deleting = kind == EventType::EndLease && status == LeaseStatus::Deleting && expired;
+        if !deleting && !self.ready(&txn, &lease.id, kind, status, expired).await? {
             return Ok(None);
         }
         let claimed = event::Entity::update_many()
@@ -473,7 +816,7 @@ impl Runner {
                 event::Column::Status,
                 Expr::value(EventStatus::InProgress.as_str()),
             )
-            .col_expr(event::Column::ClaimedBy, Expr::value(self.instance.clone()))
+            .col_expr(event::Column::ClaimedBy, Expr::value(self.instance()))
             .col_expr(event::Column::ClaimedAt, Expr::value(now))
             .col_expr(
                 event::Column::ClaimExpiresAt,
@@ -488,7 +831,9 @@ impl Runner {
         if claimed.rows_affected != 1 {
             return Ok(None);
         }
-        if let Some(s) = during {
+        if let Some(s) = transitional_status(kind)
+            && !deleting
+        {
             lease::Entity::update_many()
                 .col_expr(lease::Column::Status, Expr::value(s.as_str()))
                 .filter(lease::Column::Id.eq(&lease.id))
@@ -497,51 +842,96 @@ impl Runner {
         }
         txn.commit().await?;
         if expired {
-            tracing::warn!(
-                event_id = %ev.id,
-                previous = ev.claimed_by.as_deref().unwrap_or("-"),
-                "took over an event whose claim expired"
-            );
+            match &ev.claimed_by {
+                Some(previous) => tracing::warn!(
+                    event_id = %ev.id,
+                    %previous,
+                    "took over an event whose claim expired"
+                ),
+                None => {
+                    tracing::info!(event_id = %ev.id, attempt = ev.attempts + 1, "retrying an event")
+                }
+            }
         }
-        Ok(Some((ev, kind)))
+        Ok(Some(Claimed {
+            attempts: ev.attempts + 1,
+            ev,
+            kind,
+            deleting,
+        }))
+    }
+
+    /// Whether the lease is ready for this event: its predecessors finished, and its status one
+    /// the event runs from (or the event's own transitional status, when an attempt died or
+    /// failed for now and the event is taken up again).
+    async fn ready(
+        &self,
+        txn: &WriteTxn<'_>,
+        lease_id: &str,
+        kind: EventType,
+        status: LeaseStatus,
+        expired: bool,
+    ) -> Result<bool, DbErr> {
+        let siblings = event::Entity::find()
+            .filter(event::Column::LeaseId.eq(lease_id))
+            .all(&**txn)
+            .await?;
+        let finished = |t: EventType| {
+            siblings
+                .iter()
+                .filter(|s| s.event_type == t.as_str())
+                .all(|s| {
+                    s.status == EventStatus::Done.as_str()
+                        || s.status == EventStatus::Error.as_str()
+                })
+        };
+        let predecessors_done = match kind {
+            EventType::StartLease => true,
+            EventType::BeforeEndLease => finished(EventType::StartLease),
+            EventType::EndLease => {
+                finished(EventType::StartLease) && finished(EventType::BeforeEndLease)
+            }
+        };
+        if !predecessors_done {
+            return Ok(false);
+        }
+        let allowed: &[LeaseStatus] = match kind {
+            EventType::StartLease => &[LeaseStatus::Pending],
+            EventType::BeforeEndLease | EventType::EndLease => {
+                &[LeaseStatus::Active, LeaseStatus::Error]
+            }
+        };
+        let resuming = expired && transitional_status(kind) == Some(status);
+        Ok(allowed.contains(&status) || resuming)
     }
 
     /// Acts through the driver on every reservation; returns a summary for `status_reason`.
     async fn act(
         &self,
-        txn: &sea_orm::DatabaseTransaction,
         kind: EventType,
-        lease: &lease::Model,
-        reservations: &[reservation::Model],
-        hosts: &HashMap<String, Vec<i64>>,
-        now: NaiveDateTime,
+        work: &Work,
+        since: NaiveDateTime,
+        log: &mut ActionLog,
     ) -> Result<String, DriverError> {
         let driver = &self.services.driver;
-        let none = Vec::new();
-        let mut touched: Vec<i64> = Vec::new();
         let mut actions: Vec<String> = Vec::new();
-        for r in reservations {
-            let held = hosts.get(&r.id).unwrap_or(&none);
-            let rh = ReservationHosts {
-                lease,
-                reservation: r,
-                hosts: held,
-            };
+        for r in &work.reservations {
+            let rh = work.reservation_hosts(r);
             match kind {
-                EventType::StartLease => driver.assign(txn, rh, now).await?,
-                EventType::EndLease => driver.release(txn, rh, now).await?,
+                EventType::StartLease => driver.assign(rh, log).await?,
+                EventType::EndLease => driver.release(rh, log).await?,
                 EventType::BeforeEndLease => {
                     let action = if r.before_end == "default" {
                         self.services.settings.default_before_end_action.as_str()
                     } else {
                         r.before_end.as_str()
                     };
-                    driver.before_end(txn, rh, action, now).await?;
+                    driver.before_end(rh, action, since, log).await?;
                     actions.push(if action.is_empty() { "none" } else { action }.to_string());
                 }
             }
-            touched.extend(held);
         }
+        let touched = work.host_ids();
         let list = if touched.is_empty() {
             "no hosts".to_string()
         } else {
@@ -629,6 +1019,15 @@ fn cross_lease_rank(kind: &str) -> u8 {
     }
 }
 
+/// The lease's status while `kind` runs, if it has one.
+fn transitional_status(kind: EventType) -> Option<LeaseStatus> {
+    match kind {
+        EventType::StartLease => Some(LeaseStatus::Starting),
+        EventType::BeforeEndLease => None,
+        EventType::EndLease => Some(LeaseStatus::Terminating),
+    }
+}
+
 fn action_name(kind: EventType) -> &'static str {
     match kind {
         EventType::StartLease => "START",
@@ -637,7 +1036,8 @@ fn action_name(kind: EventType) -> &'static str {
     }
 }
 
-fn default_instance_name() -> String {
+/// This instance's name in claims: hostname-pid.
+pub fn default_instance_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())

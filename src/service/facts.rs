@@ -1,8 +1,7 @@
 //! Where a host's hardware facts come from.
 //!
-//! This deployment has no Nova, so [`StandaloneFacts`] takes them from the request body, with
-//! documented defaults. A Nova-backed source can implement [`HostFactSource`] later without
-//! touching handlers or the rest of the service layer.
+//! Without Nova, [`StandaloneFacts`] takes them from the request body, with documented defaults.
+//! With Nova, `nova::facts::NovaFacts` asks Nova's hypervisors and refuses facts in the body.
 
 use async_trait::async_trait;
 
@@ -11,6 +10,8 @@ use crate::domain::{DomainError, host::FactsInput};
 /// A host's hardware facts, as stored and shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFacts {
+    /// The host's name: as given (standalone), or Nova's hypervisor hostname.
+    pub hypervisor_hostname: String,
     pub hypervisor_type: String,
     pub hypervisor_version: i64,
     pub vcpus: i64,
@@ -43,6 +44,7 @@ impl StandaloneFacts {
     /// host's own name as its compute service, no availability zone.
     fn defaults(hostname: &str) -> HostFacts {
         HostFacts {
+            hypervisor_hostname: hostname.to_string(),
             hypervisor_type: String::new(),
             hypervisor_version: 0,
             vcpus: 0,

@@ -1,6 +1,9 @@
 //! Host operations: enrolment, capabilities, deletion, allocations and resource properties.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use chrono::NaiveDateTime;
 use entity::{allocation, host, host_capability, reservation, resource_property};
@@ -23,6 +26,7 @@ use crate::domain::{
     lease::{PHYSICAL_HOST, parse_filters},
     page::{Page, PageRequest, marker_not_found},
 };
+use crate::jobs::driver::HostRef;
 
 /// One host's bookings, as `GET /v1/os-hosts/allocations` shows them.
 #[derive(Debug, Clone)]
@@ -84,30 +88,70 @@ impl Services {
         Ok(host)
     }
 
+    /// Enrols a host: its facts (from Nova, or the body), then the driver makes it Blazar's
+    /// (Nova: the freepool), then the row is written; if the write fails, the driver's change is
+    /// undone. It runs in a task of its own, so that a client hanging up does not stop it
+    /// half-way.
     pub async fn create_host(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         body: &Object,
     ) -> Result<HostRecord, DomainError> {
         self.authorize("blazar:oshosts:post", caller)?;
         let req = rules::parse_create(body)?;
-        let facts = self.facts.resolve(&req.name, &req.facts).await?;
-        let stamp = truncate_to_second(self.clock.now());
+        let svc = self.clone();
+        tokio::spawn(async move { svc.enrol_host(req).await })
+            .await
+            .map_err(|e| DomainError::Internal(format!("host enrolment task: {e}")))?
+    }
 
-        let txn = self.db.write().await?;
-        let taken = host::Entity::find()
-            .filter(host::Column::HypervisorHostname.eq(&req.name))
-            .one(&*txn)
-            .await?;
+    async fn enrol_host(&self, req: rules::HostRequest) -> Result<HostRecord, DomainError> {
+        let facts = self.facts.resolve(&req.name, &req.facts).await?;
+        // A host enrolled already is refused before Nova is touched: undoing a repeated
+        // enrolment must not take the first one's host out of the freepool.
+        let txn = self.db.read().await?;
+        let taken = find_by_name(&txn, &facts.hypervisor_hostname).await?;
+        txn.commit().await?;
         if let Some(existing) = taken {
-            return Err(DomainError::HostAlreadyExists(format!(
-                "{} (id {})",
-                printable(&req.name, 64),
-                existing.id
-            )));
+            return Err(already_enrolled(&existing));
+        }
+        let href = HostRef {
+            id: 0,
+            name: facts.hypervisor_hostname.clone(),
+            service_name: facts.service_name.clone(),
+        };
+        let joined = self
+            .driver
+            .enrol(&href)
+            .await
+            .map_err(super::driver_failure)?;
+        match self.insert_host(&req, &facts).await {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                if joined
+                    && !matches!(e, DomainError::HostAlreadyExists(_))
+                    && let Err(undo) = self.driver.withdraw(&href).await
+                {
+                    tracing::error!(host = %href.name, error = %undo, "cannot undo a failed enrolment in Nova; reconciliation will");
+                    self.repair.notify_one();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn insert_host(
+        &self,
+        req: &rules::HostRequest,
+        facts: &HostFacts,
+    ) -> Result<HostRecord, DomainError> {
+        let stamp = truncate_to_second(self.clock.now());
+        let txn = self.db.write().await?;
+        if let Some(existing) = find_by_name(&*txn, &facts.hypervisor_hostname).await? {
+            return Err(already_enrolled(&existing));
         }
         let mut model = host::ActiveModel {
-            hypervisor_hostname: Set(req.name.clone()),
+            hypervisor_hostname: Set(facts.hypervisor_hostname.clone()),
             status: Set(None),
             reservable: Set(true),
             trust_id: Set(None),
@@ -115,7 +159,7 @@ impl Services {
             updated_at: Set(None),
             ..Default::default()
         };
-        set_facts(&mut model, &facts);
+        set_facts(&mut model, facts);
         let host = model.insert(&*txn).await?;
         let caps: Vec<host_capability::ActiveModel> = req
             .capabilities
@@ -133,7 +177,7 @@ impl Services {
         tracing::info!(host_id = host.id, name = %host.hypervisor_hostname, "host enrolled");
         Ok(HostRecord {
             host,
-            capabilities: req.capabilities.into_iter().collect(),
+            capabilities: req.capabilities.clone().into_iter().collect(),
         })
     }
 
@@ -222,33 +266,57 @@ impl Services {
         Ok(updated)
     }
 
-    pub async fn delete_host(&self, caller: &Caller, id: &str) -> Result<(), DomainError> {
+    /// Deletes a host that no lease holds: the driver gives it back first (Nova: it leaves the
+    /// freepool; refused while servers run on it), then the row goes; if that fails, the host
+    /// rejoins.
+    pub async fn delete_host(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(), DomainError> {
         self.authorize("blazar:oshosts:delete", caller)?;
-        let now = self.clock.now();
-        let txn = self.db.write().await?;
-        let record = load_host(&*txn, id).await?;
-        let booked = allocation::Entity::find()
-            .filter(allocation::Column::HostId.eq(record.host.id))
-            .filter(allocation::Column::EndDate.gt(now))
-            .order_by_asc(allocation::Column::StartDate)
-            .all(&*txn)
-            .await?;
-        if !booked.is_empty() {
-            let leases: BTreeSet<&str> = booked.iter().map(|a| a.lease_id.as_str()).collect();
-            let until = booked.iter().map(|a| a.end_date).max().unwrap_or(now);
-            return Err(DomainError::CantDeleteHost(format!(
-                "Can't delete host {}: it is reserved by lease(s) {} until {}",
-                record.host.id,
-                leases.into_iter().collect::<Vec<_>>().join(", "),
-                format_lease_date(until)
-            )));
-        }
-        host::Entity::delete_by_id(record.host.id)
-            .exec(&*txn)
-            .await?;
-        self.placement.record_hosts(&*txn).await?;
+        let (svc, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move { svc.withdraw_host(&id).await })
+            .await
+            .map_err(|e| DomainError::Internal(format!("host deletion task: {e}")))?
+    }
+
+    async fn withdraw_host(&self, id: &str) -> Result<(), DomainError> {
+        let txn = self.db.read().await?;
+        let record = load_host(&txn, id).await?;
+        check_unreserved(&txn, &record.host, self.clock.now()).await?;
         txn.commit().await?;
-        tracing::info!(host_id = record.host.id, "host deleted");
+        let href = HostRef {
+            id: record.host.id,
+            name: record.host.hypervisor_hostname.clone(),
+            service_name: record.host.service_name.clone(),
+        };
+        let left = self
+            .driver
+            .withdraw(&href)
+            .await
+            .map_err(super::driver_failure)?;
+        let deleted = async {
+            let txn = self.db.write().await?;
+            let record = load_host(&*txn, id).await?;
+            // A lease may have booked the host while Nova was asked.
+            check_unreserved(&*txn, &record.host, self.clock.now()).await?;
+            host::Entity::delete_by_id(record.host.id)
+                .exec(&*txn)
+                .await?;
+            self.placement.record_hosts(&*txn).await?;
+            txn.commit().await?;
+            Ok::<_, DomainError>(())
+        }
+        .await;
+        if let Err(e) = deleted {
+            if left && let Err(undo) = self.driver.enrol(&href).await {
+                tracing::error!(host = %href.name, error = %undo, "cannot undo a failed deletion in Nova; reconciliation will");
+                self.repair.notify_one();
+            }
+            return Err(e);
+        }
+        tracing::info!(host_id = href.id, name = %href.name, "host deleted");
         Ok(())
     }
 
@@ -393,6 +461,49 @@ impl Services {
     }
 }
 
+async fn find_by_name(
+    conn: &impl ConnectionTrait,
+    name: &str,
+) -> Result<Option<host::Model>, DomainError> {
+    Ok(host::Entity::find()
+        .filter(host::Column::HypervisorHostname.eq(name))
+        .one(conn)
+        .await?)
+}
+
+fn already_enrolled(existing: &host::Model) -> DomainError {
+    DomainError::HostAlreadyExists(format!(
+        "{} (id {})",
+        printable(&existing.hypervisor_hostname, 64),
+        existing.id
+    ))
+}
+
+/// Refuses (409) to delete a host that a current or future lease holds.
+async fn check_unreserved(
+    conn: &impl ConnectionTrait,
+    host: &host::Model,
+    now: NaiveDateTime,
+) -> Result<(), DomainError> {
+    let booked = allocation::Entity::find()
+        .filter(allocation::Column::HostId.eq(host.id))
+        .filter(allocation::Column::EndDate.gt(now))
+        .order_by_asc(allocation::Column::StartDate)
+        .all(conn)
+        .await?;
+    if booked.is_empty() {
+        return Ok(());
+    }
+    let leases: BTreeSet<&str> = booked.iter().map(|a| a.lease_id.as_str()).collect();
+    let until = booked.iter().map(|a| a.end_date).max().unwrap_or(now);
+    Err(DomainError::CantDeleteHost(format!(
+        "Can't delete host {}: it is reserved by lease(s) {} until {}",
+        host.id,
+        leases.into_iter().collect::<Vec<_>>().join(", "),
+        format_lease_date(until)
+    )))
+}
+
 fn host_not_found(id: &str) -> DomainError {
     DomainError::HostNotFound(printable(id, 64).trim_matches('\'').into())
 }
@@ -437,6 +548,7 @@ async fn load_host(conn: &impl ConnectionTrait, id: &str) -> Result<HostRecord, 
 
 fn facts_of(h: &host::Model) -> HostFacts {
     HostFacts {
+        hypervisor_hostname: h.hypervisor_hostname.clone(),
         hypervisor_type: h.hypervisor_type.clone(),
         hypervisor_version: h.hypervisor_version,
         vcpus: h.vcpus,

@@ -8,11 +8,12 @@ use std::{
     sync::Arc,
 };
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, TimeDelta};
 use entity::{allocation, event, lease, reservation};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr,
+    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -30,9 +31,13 @@ use crate::domain::{
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
     page::{Page, PageRequest, marker_not_found},
 };
-use crate::jobs::{
-    driver::{DriverError, ReservationHosts},
-    notify::lease_payload,
+use crate::{
+    failpoint,
+    jobs::{
+        driver::{ActionLog, HostRef, ReservationHosts},
+        notify::lease_payload,
+        runner::{ClaimKeeper, Work, host_refs, load_work},
+    },
 };
 
 /// A lease with its reservations (in request order) and events (start, end, before-end).
@@ -318,6 +323,7 @@ impl Services {
         }
         self.commit(txn).await?;
         tracing::info!(lease_id = %lease.id, hosts = ?chosen, "lease created");
+        self.prepare(&lease, &reservations).await;
         self.changed("lease.create", &lease, now).await;
         Ok(LeaseDetail {
             lease,
@@ -438,6 +444,7 @@ impl Services {
         } else {
             start
         };
+        let mut moves: Vec<HostMoves> = Vec::new();
         let bookings_change = merged.iter().any(|(_, _, replan)| *replan)
             || start != old.start_date
             || end != old.end_date;
@@ -470,7 +477,7 @@ impl Services {
                 if !released.is_empty() {
                     allocation::Entity::delete_many()
                         .filter(allocation::Column::ReservationId.eq(&r.id))
-                        .filter(allocation::Column::HostId.is_in(released))
+                        .filter(allocation::Column::HostId.is_in(released.clone()))
                         .exec(&*txn)
                         .await?;
                 }
@@ -487,18 +494,17 @@ impl Services {
                     )
                     .exec(&*txn)
                     .await?;
-                    // A running reservation that grows gets its new hosts at once.
-                    if r.status == ReservationStatus::Active.as_str() {
-                        let rh = ReservationHosts {
-                            lease: &old,
-                            reservation: r,
-                            hosts: &added,
-                        };
-                        self.driver
-                            .assign(&txn, rh, now)
-                            .await
-                            .map_err(driver_error)?;
-                    }
+                }
+                // A running reservation hands its new hosts over, and takes its removed ones
+                // back, at once (after the commit: never inside the write transaction).
+                if r.status == ReservationStatus::Active.as_str()
+                    && !(added.is_empty() && released.is_empty())
+                {
+                    moves.push(HostMoves {
+                        reservation_id: r.id.clone(),
+                        added,
+                        released,
+                    });
                 }
             }
         }
@@ -546,12 +552,94 @@ impl Services {
         lease.start_date = Set(start);
         lease.end_date = Set(end);
         lease.update(&*txn).await?;
+        let released_refs =
+            host_refs(&*txn, moves.iter().flat_map(|m| m.released.iter().copied())).await?;
         let detail = load_details(&*txn, vec![self.find_lease(&*txn, caller, id).await?])
             .await?
             .remove(0);
         self.commit(txn).await?;
+        if !moves.is_empty() {
+            self.move_hosts(&old, &moves, released_refs).await?;
+        }
         self.changed("lease.update", &detail.lease, now).await;
         Ok(detail)
+    }
+
+    /// Hosts that joined or left running reservations, handed over and taken back through the
+    /// driver. The update itself has committed: if the driver fails, the lease's
+    /// `status_reason` says so and reconciliation finishes the moves.
+    async fn move_hosts(
+        &self,
+        lease: &lease::Model,
+        moves: &[HostMoves],
+        released: HashMap<i64, HostRef>,
+    ) -> Result<(), DomainError> {
+        let txn = self.db.read().await?;
+        let work = load_work(&txn, &lease.id).await?;
+        txn.commit().await?;
+        let Some(work) = work else {
+            return Ok(());
+        };
+        let mut log = ActionLog::default();
+        let mut failures: Vec<String> = Vec::new();
+        for m in moves {
+            let Some(r) = work.reservations.iter().find(|r| r.id == m.reservation_id) else {
+                continue;
+            };
+            let rh = work.reservation_hosts(r);
+            let gone: Vec<HostRef> = m
+                .released
+                .iter()
+                .filter_map(|h| released.get(h).cloned())
+                .collect();
+            if !gone.is_empty()
+                && let Err(e) = self.driver.remove(rh, &gone, &mut log).await
+            {
+                failures.push(format!("taking back hosts {:?}: {e}", m.released));
+            }
+            let joined: Vec<HostRef> = rh
+                .hosts
+                .iter()
+                .filter(|h| m.added.contains(&h.id))
+                .cloned()
+                .collect();
+            if !joined.is_empty()
+                && let Err(e) = self
+                    .driver
+                    .assign(
+                        ReservationHosts {
+                            hosts: &joined,
+                            ..rh
+                        },
+                        &mut log,
+                    )
+                    .await
+            {
+                failures.push(format!("handing over hosts {:?}: {e}", m.added));
+            }
+        }
+        let stamp = truncate_to_second(self.clock.now());
+        let txn = self.db.write().await?;
+        if !log.is_empty() {
+            entity::driver_action::Entity::insert_many(log.rows(stamp))
+                .exec(&*txn)
+                .await?;
+        }
+        if !failures.is_empty() {
+            let reason = format!(
+                "Updated, but Nova did not finish moving the hosts ({}); reconciliation retries",
+                failures.join("; ")
+            );
+            tracing::warn!(lease_id = %lease.id, %reason, "host moves after an update failed");
+            lease::Entity::update_many()
+                .col_expr(lease::Column::StatusReason, Expr::value(reason))
+                .filter(lease::Column::Id.eq(&lease.id))
+                .exec(&*txn)
+                .await?;
+            self.repair.notify_one();
+        }
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Chooses hosts in the in-memory copy, then checks them in the database. If the copy proved
@@ -700,8 +788,30 @@ impl Services {
         Ok(())
     }
 
-    pub async fn delete_lease(&self, caller: &Caller, id: &str) -> Result<(), DomainError> {
+    /// Deletes a lease. One that has not started (or has ended) goes at once, and its empty
+    /// Nova aggregates after it. A running one first gives its hosts back: its end event is
+    /// claimed (the lease shows DELETING), the driver releases the hosts with no transaction
+    /// open, then the rows go. If the driver fails, the lease is as it was and the error says
+    /// why; if this process dies half-way, the runner finishes the deletion when the claim
+    /// expires. It runs in a task of its own, so that a client hanging up does not stop it.
+    pub async fn delete_lease(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(), DomainError> {
+        let (svc, caller, id) = (self.clone(), caller.clone(), id.to_string());
+        tokio::spawn(async move { svc.delete_lease_here(&caller, &id).await })
+            .await
+            .map_err(|e| DomainError::Internal(format!("lease deletion task: {e}")))?
+    }
+
+    async fn delete_lease_here(
+        self: Arc<Self>,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(), DomainError> {
         let now = self.clock.now();
+        let stamp = truncate_to_second(now);
         let txn = self.db.write().await?;
         let lease = self.find_lease(&*txn, caller, id).await?;
         self.authorize_on("blazar:leases:delete", caller, &lease)?;
@@ -713,65 +823,228 @@ impl Services {
                 status.as_str()
             )));
         }
-        // Running reservations hand their hosts back first, in the same transaction.
+        let events = event::Entity::find()
+            .filter(event::Column::LeaseId.eq(&lease.id))
+            .all(&*txn)
+            .await?;
+        if let Some(busy) = events.iter().find(|e| {
+            e.status == EventStatus::InProgress.as_str()
+                && e.claimed_by.is_some()
+                && e.claim_expires_at.is_some_and(|t| t > now)
+        }) {
+            return Err(DomainError::InvalidStatus(format!(
+                "Lease {}: its {} event is running; retry when it has finished",
+                lease.id, busy.event_type
+            )));
+        }
         let running = reservation::Entity::find()
             .filter(reservation::Column::LeaseId.eq(&lease.id))
             .filter(reservation::Column::Status.eq(ReservationStatus::Active.as_str()))
-            .all(&*txn)
+            .count(&*txn)
             .await?;
-        for r in &running {
-            let hosts: Vec<i64> = allocation::Entity::find()
-                .filter(allocation::Column::ReservationId.eq(&r.id))
-                .all(&*txn)
-                .await?
-                .into_iter()
-                .map(|a| a.host_id)
-                .collect();
-            let rh = ReservationHosts {
-                lease: &lease,
-                reservation: r,
-                hosts: &hosts,
-            };
-            self.driver
-                .release(&txn, rh, now)
-                .await
-                .map_err(driver_error)?;
-        }
-        // Reservations, events and allocations go with it (ON DELETE CASCADE): the hosts are free
-        // and the events will never run, as soon as this commits.
-        let booked: Vec<i64> = allocation::Entity::find()
-            .select_only()
-            .column(allocation::Column::HostId)
-            .filter(allocation::Column::LeaseId.eq(&lease.id))
-            .into_tuple()
-            .all(&*txn)
-            .await?;
-        lease::Entity::delete_by_id(lease.id.clone())
+        let end = events
+            .iter()
+            .find(|e| e.event_type == EventType::EndLease.as_str());
+        let (Some(end), true) = (end, running > 0) else {
+            // Nothing runs on the hosts: the rows go now (reservations, events and allocations
+            // with them, ON DELETE CASCADE), and the hosts are free as soon as this commits.
+            let work = load_work(&*txn, &lease.id).await?;
+            let booked = work.as_ref().map(Work::host_ids).unwrap_or_default();
+            self.forget_lease(&txn, &lease.id, booked).await?;
+            self.commit(txn).await?;
+            tracing::info!(lease_id = %lease.id, "lease deleted");
+            if let Some(work) = work {
+                self.discard(&work).await;
+            }
+            self.changed("lease.delete", &lease, now).await;
+            return Ok(());
+        };
+
+        // A running lease: claim its end, as the runner would, so that nothing else runs it.
+        let claimed = event::Entity::update_many()
+            .col_expr(
+                event::Column::Status,
+                Expr::value(EventStatus::InProgress.as_str()),
+            )
+            .col_expr(
+                event::Column::ClaimedBy,
+                Expr::value(self.instance.as_str()),
+            )
+            .col_expr(event::Column::ClaimedAt, Expr::value(now))
+            .col_expr(
+                event::Column::ClaimExpiresAt,
+                Expr::value(now + TimeDelta::seconds(self.settings.event_claim_seconds as i64)),
+            )
+            .col_expr(event::Column::Attempts, Expr::value(end.attempts + 1))
+            // The lease ends now: if this process dies, the runner finds the end due.
+            .col_expr(event::Column::Time, Expr::value(now))
+            .filter(event::Column::Id.eq(&end.id))
+            .filter(event::Column::Attempts.eq(end.attempts))
             .exec(&*txn)
+            .await?;
+        if claimed.rows_affected != 1 {
+            return Err(DomainError::InvalidStatus(format!(
+                "Lease {} changed meanwhile; retry",
+                lease.id
+            )));
+        }
+        let attempts = end.attempts + 1;
+        lease::Entity::update_many()
+            .col_expr(
+                lease::Column::Status,
+                Expr::value(LeaseStatus::Deleting.as_str()),
+            )
+            .col_expr(
+                lease::Column::StatusReason,
+                Expr::value("Deleting: the hosts are being returned"),
+            )
+            .filter(lease::Column::Id.eq(&lease.id))
+            .exec(&*txn)
+            .await?;
+        let work = load_work(&*txn, &lease.id).await?;
+        txn.commit().await?;
+        let Some(work) = work else {
+            return Ok(());
+        };
+
+        let keeper = ClaimKeeper::start(self.clone(), end.id.clone(), attempts);
+        let mut log = ActionLog::default();
+        let mut released = Ok(());
+        for r in &work.reservations {
+            released = self
+                .driver
+                .release(work.reservation_hosts(r), &mut log)
+                .await;
+            if released.is_err() {
+                break;
+            }
+        }
+        keeper.stop().await;
+        failpoint::hit("delete-after-release");
+
+        let txn = self.db.write().await?;
+        let ours = event::Entity::find_by_id(end.id.clone())
+            .one(&*txn)
+            .await?
+            .is_some_and(|e| {
+                e.claimed_by.as_deref() == Some(self.instance.as_str()) && e.attempts == attempts
+            });
+        if !log.is_empty() {
+            entity::driver_action::Entity::insert_many(log.rows(stamp))
+                .exec(&*txn)
+                .await?;
+        }
+        if !ours {
+            txn.commit().await?;
+            return Err(DomainError::InvalidStatus(format!(
+                "Lease {}: the deletion took too long and the runner took it over; it finishes \
+                 there",
+                lease.id
+            )));
+        }
+        match released {
+            Ok(()) => {
+                self.forget_lease(&txn, &lease.id, work.host_ids()).await?;
+                self.commit(txn).await?;
+                tracing::info!(lease_id = %lease.id, "running lease deleted; its hosts returned");
+                self.changed("lease.delete", &lease, now).await;
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing is deleted: the lease and its end are as they were.
+                event::Entity::update_many()
+                    .col_expr(
+                        event::Column::Status,
+                        Expr::value(EventStatus::Undone.as_str()),
+                    )
+                    .col_expr(
+                        event::Column::ClaimedBy,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .col_expr(
+                        event::Column::ClaimExpiresAt,
+                        Expr::value(Option::<NaiveDateTime>::None),
+                    )
+                    .col_expr(event::Column::Time, Expr::value(end.time))
+                    .filter(event::Column::Id.eq(&end.id))
+                    .exec(&*txn)
+                    .await?;
+                lease::Entity::update_many()
+                    .col_expr(lease::Column::Status, Expr::value(lease.status.clone()))
+                    .col_expr(
+                        lease::Column::StatusReason,
+                        Expr::value(format!("Delete failed; the lease is unchanged: {e}")),
+                    )
+                    .filter(lease::Column::Id.eq(&lease.id))
+                    .exec(&*txn)
+                    .await?;
+                txn.commit().await?;
+                // Hosts already returned go back into the reservation's aggregate.
+                self.repair.notify_one();
+                self.wake.ring();
+                Err(super::driver_failure(e))
+            }
+        }
+    }
+
+    /// Deletes the lease's rows (with its reservations, events and allocations) and its
+    /// bookings from the placement copy, in `txn`.
+    pub(crate) async fn forget_lease(
+        &self,
+        txn: &WriteTxn<'_>,
+        lease_id: &str,
+        booked: Vec<i64>,
+    ) -> Result<(), DbErr> {
+        lease::Entity::delete_by_id(lease_id.to_string())
+            .exec(&**txn)
             .await?;
         if !booked.is_empty() {
             self.placement
                 .record_bookings(
-                    &*txn,
+                    &**txn,
                     BookingChange {
-                        remove: vec![(lease.id.clone(), booked)],
+                        remove: vec![(lease_id.to_string(), booked)],
                         add: Vec::new(),
                     },
                 )
                 .await?;
         }
-        self.commit(txn).await?;
-        tracing::info!(lease_id = %lease.id, "lease deleted");
-        self.changed("lease.delete", &lease, now).await;
         Ok(())
+    }
+
+    /// After a lease that never ran (or has ended) is gone: its reservations' leftovers in
+    /// Nova go too (empty aggregates), best effort; reconciliation removes what is left.
+    async fn discard(&self, work: &Work) {
+        for r in &work.reservations {
+            if let Err(e) = self.driver.discard(work.reservation_hosts(r)).await {
+                tracing::warn!(reservation_id = %r.id, error = %e, "cannot clean up a deleted reservation in Nova; reconciliation will");
+                self.repair.notify_one();
+            }
+        }
+    }
+
+    /// After a lease is created: its reservations' Nova aggregates, at once (as upstream). If
+    /// Nova cannot be reached, the lease stands (its hosts are booked) and the start creates
+    /// them.
+    async fn prepare(&self, lease: &lease::Model, reservations: &[reservation::Model]) {
+        for r in reservations {
+            let rh = ReservationHosts {
+                lease,
+                reservation: r,
+                hosts: &[],
+            };
+            if let Err(e) = self.driver.prepare(rh).await {
+                tracing::warn!(reservation_id = %r.id, error = %e, "cannot prepare the reservation in Nova now; its start will");
+            }
+        }
     }
 }
 
-fn driver_error(e: DriverError) -> DomainError {
-    match e {
-        DriverError::Database(db) => DomainError::Database(db),
-        DriverError::Failed(why) => DomainError::Internal(format!("resource driver: {why}")),
-    }
+/// Hosts that joined (`added`) and left (`released`) a running reservation in an update.
+struct HostMoves {
+    reservation_id: String,
+    added: Vec<i64>,
+    released: Vec<i64>,
 }
 
 fn e_message(e: &DomainError) -> String {

@@ -7,6 +7,7 @@ pub mod facts;
 pub mod hosts;
 pub mod leases;
 pub mod placement;
+pub mod pools;
 
 use std::sync::Arc;
 
@@ -23,6 +24,17 @@ use crate::{
 };
 
 pub use facts::{HostFactSource, StandaloneFacts};
+
+/// A driver's failure as the API answers it: 503 (retry later), 409 (the host holds servers)
+/// or 502 (Nova refused), each with Nova's words.
+pub fn driver_failure(e: crate::jobs::driver::DriverError) -> crate::domain::DomainError {
+    use crate::{domain::DomainError, jobs::driver::DriverError};
+    match e {
+        DriverError::Unavailable(m) => DomainError::NovaUnavailable(m),
+        DriverError::Conflict(m) => DomainError::HostHavingServers(m),
+        DriverError::Failed(m) => DomainError::NovaRefused(m),
+    }
+}
 
 /// Who is calling: resolved from headers (noauth) or a token (keystone) by the request pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +62,11 @@ pub struct Services {
     pub policy: Arc<Policy>,
     /// The in-memory copy of hosts and bookings that host choice reads.
     pub placement: Arc<placement::PlacementCache>,
+    /// This instance's name in event claims (the runner's, and the API's own claims).
+    pub instance: String,
+    /// Rung when Nova may have drifted from the database (a move after an update failed), so
+    /// that reconciliation runs soon instead of at its next interval.
+    pub repair: Arc<tokio::sync::Notify>,
 }
 
 impl Services {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use blazar_server::jobs::driver::{
-    DriverError, ReservationHosts, ResourceDriver, StandaloneDriver,
+    ActionLog, DriverError, ReservationHosts, ResourceDriver, StandaloneDriver,
 };
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use entity::{driver_action, event, event_run, lease};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder,
 };
 use serde_json::{Value, json};
 
@@ -399,33 +399,31 @@ struct FailingDriver;
 impl ResourceDriver for FailingDriver {
     async fn assign(
         &self,
-        txn: &DatabaseTransaction,
         r: ReservationHosts<'_>,
-        now: NaiveDateTime,
+        log: &mut ActionLog,
     ) -> Result<(), DriverError> {
         if r.lease.name.starts_with("fail") {
             return Err(DriverError::Failed(
                 "the hypervisor refused the hosts".into(),
             ));
         }
-        StandaloneDriver.assign(txn, r, now).await
+        StandaloneDriver.assign(r, log).await
     }
     async fn before_end(
         &self,
-        txn: &DatabaseTransaction,
         r: ReservationHosts<'_>,
         action: &str,
-        now: NaiveDateTime,
+        since: NaiveDateTime,
+        log: &mut ActionLog,
     ) -> Result<(), DriverError> {
-        StandaloneDriver.before_end(txn, r, action, now).await
+        StandaloneDriver.before_end(r, action, since, log).await
     }
     async fn release(
         &self,
-        txn: &DatabaseTransaction,
         r: ReservationHosts<'_>,
-        now: NaiveDateTime,
+        log: &mut ActionLog,
     ) -> Result<(), DriverError> {
-        StandaloneDriver.release(txn, r, now).await
+        StandaloneDriver.release(r, log).await
     }
 }
 

@@ -18,6 +18,7 @@ use blazar_server::{
         driver::{ResourceDriver, StandaloneDriver},
         runner::Runner,
     },
+    nova::sync::NovaSync,
     service::Services,
 };
 use chrono::{NaiveDate, NaiveDateTime};
@@ -119,6 +120,8 @@ pub struct TestApp {
     /// The event runner; manual-clock apps do not run it in the background: tests call
     /// `run_due(now)`.
     pub runner: Arc<Runner>,
+    /// Reconciliation and health polling, in nova mode.
+    pub nova_sync: Option<Arc<NovaSync>>,
     _dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
     _pg: Option<PgDatabase>,
@@ -205,26 +208,31 @@ pub async fn spawn_with_driver(
         s.runner = false;
         configure(s)
     };
-    spawn_clocked(configure, clock.clone(), Some(clock), driver).await
+    spawn_clocked(configure, clock.clone(), Some(clock), Some(driver)).await
+}
+
+/// The app with a manual clock and no background runner, with the resource driver its settings
+/// name (nova mode tests).
+pub async fn spawn_manual(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let configure = |s: &mut Settings| {
+        s.runner = false;
+        configure(s)
+    };
+    spawn_clocked(configure, clock.clone(), Some(clock), None).await
 }
 
 /// The app on the real clock, with its background runner, for tests that drive it with external
 /// clients or real time.
 pub async fn spawn_live(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_clocked(
-        configure,
-        Arc::new(SystemClock),
-        None,
-        Arc::new(StandaloneDriver),
-    )
-    .await
+    spawn_clocked(configure, Arc::new(SystemClock), None, None).await
 }
 
 async fn spawn_clocked(
     configure: impl FnOnce(&mut Settings),
     clock: SharedClock,
     manual_clock: Option<Arc<ManualClock>>,
-    driver: Arc<dyn ResourceDriver>,
+    driver: Option<Arc<dyn ResourceDriver>>,
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
@@ -247,6 +255,7 @@ async fn spawn_clocked(
     let app = Application::build_with_driver(settings, clock, driver)
         .await
         .unwrap();
+    let nova_sync = app.nova_sync();
     let base = format!("http://{}", app.addr());
     let services = app.services();
     let runner = app.runner();
@@ -260,6 +269,7 @@ async fn spawn_clocked(
         manual_clock,
         services,
         runner,
+        nova_sync,
         _dir: dir,
         _shutdown: tx,
         _pg: pg,
