@@ -183,9 +183,10 @@ impl Application {
                 first_backoff: Duration::from_millis(settings.notify_backoff_ms),
             },
         );
+        let repair = Arc::new(tokio::sync::Notify::new());
         let pools = settings
             .nova_mode()
-            .then(|| Arc::new(nova::pools(&settings, account)));
+            .then(|| Arc::new(nova::pools(&settings, account, repair.clone())));
         let (default_driver, facts): (Arc<dyn ResourceDriver>, Arc<dyn HostFactSource>) =
             match &pools {
                 Some(p) => (
@@ -209,7 +210,8 @@ impl Application {
             auth,
             policy,
             placement: Default::default(),
-            repair: Default::default(),
+            nova_status: pools.as_ref().map(|_| Default::default()),
+            repair,
         });
         let nova_sync = pools.map(|p| Arc::new(NovaSync::new(services.clone(), p)));
         if let Some(sync) = &nova_sync {

@@ -7,7 +7,7 @@ use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::{ApiTags, error::ApiResult};
-use crate::service::Services;
+use crate::{domain::dates::format_lease_date, service::Services};
 
 #[derive(Debug, Object)]
 #[oai(rename = "Health")]
@@ -25,6 +25,27 @@ pub struct Readiness {
     pub database: String,
     /// Applied migrations; all of them, or the server is not ready.
     pub migrations: usize,
+    /// In nova mode: how reconciliation with Nova goes.
+    #[oai(skip_serializing_if_is_none)]
+    pub nova: Option<NovaSync>,
+}
+
+/// Reconciliation of Nova's aggregates with the database (docs/nova.md).
+#[derive(Debug, Object)]
+#[oai(rename = "NovaSync")]
+pub struct NovaSync {
+    /// Comparisons run since start-up.
+    pub reconciliations: u64,
+    /// Drift repaired since start-up (each repair is also logged).
+    pub repairs: u64,
+    /// Hosts made reservable or unreservable by their compute service's health.
+    pub health_changes: u64,
+    /// When the last comparison ran (`2030-01-01T12:00:00.000000`), if any has.
+    #[oai(nullable)]
+    pub last_reconcile: Option<String>,
+    /// Why the last comparison failed, if it did.
+    #[oai(nullable)]
+    pub last_error: Option<String>,
 }
 
 pub struct HealthApi;
@@ -49,6 +70,13 @@ impl HealthApi {
             status: "ready".into(),
             database,
             migrations,
+            nova: svc.nova_status().map(|s| NovaSync {
+                reconciliations: s.reconciliations,
+                repairs: s.repairs,
+                health_changes: s.health_changes,
+                last_reconcile: s.last_reconcile.map(format_lease_date),
+                last_error: s.last_error,
+            }),
         }))
     }
 }

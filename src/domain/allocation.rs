@@ -30,7 +30,8 @@ pub struct Need<'a> {
     pub held: &'a [i64],
     /// Re-plan this reservation; otherwise it keeps `held` exactly as it is.
     pub replan: bool,
-    /// The reservation is running: none of `held` may be given up.
+    /// The reservation is running: none of `held` may be lost to its filters or to another
+    /// lease (only a lower `max` gives hosts back, the most recently added first).
     pub keep_held: bool,
 }
 
@@ -79,14 +80,6 @@ pub fn plan(
                     "is booked by another lease in the new window"
                 };
                 return Err(PlanError::HeldHostLost { index, host, why });
-            }
-            if need.held.len() > need.max {
-                let host = need.held[need.max];
-                return Err(PlanError::HeldHostLost {
-                    index,
-                    host,
-                    why: "would be released because max is lower than the hosts in use",
-                });
             }
         }
         let kept: Vec<i64> = need
@@ -243,6 +236,13 @@ mod tests {
         assert!(
             matches!(err, PlanError::HeldHostLost { host: 3, why, .. } if why.contains("filters"))
         );
+    }
+
+    #[test]
+    fn a_running_reservation_shrinks_by_giving_back_its_newest_hosts() {
+        let mut n = need(ANY, 1, 1, &[3, 1, 5]);
+        n.keep_held = true;
+        assert_eq!(plan(|_| false, |_| 0, &[n]).unwrap(), vec![vec![3]]);
     }
 
     #[test]

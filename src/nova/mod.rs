@@ -47,8 +47,12 @@ pub fn client(settings: &Settings, account: Option<Arc<ServiceAccount>>) -> Nova
     )
 }
 
-/// The aggregates as configured.
-pub fn pools(settings: &Settings, account: Option<Arc<ServiceAccount>>) -> Pools {
+/// The aggregates as configured; `repair` is rung when a move finds drift.
+pub fn pools(
+    settings: &Settings,
+    account: Option<Arc<ServiceAccount>>,
+    repair: Arc<tokio::sync::Notify>,
+) -> Pools {
     Pools::new(
         client(settings, account),
         PoolConfig {
@@ -60,5 +64,6 @@ pub fn pools(settings: &Settings, account: Option<Arc<ServiceAccount>>) -> Pools
             deletion_timeout: Duration::from_secs(settings.server_deletion_timeout_seconds),
             deletion_poll: Duration::from_secs(1),
         },
+        repair,
     )
 }

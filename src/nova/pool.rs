@@ -12,12 +12,12 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use chrono::NaiveDateTime;
-use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{Notify, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::client::{Aggregate, NovaClient, NovaError, Server};
 
@@ -53,15 +53,19 @@ pub struct Pools {
     /// Event and API work on hosts hold it shared; reconciliation holds it alone, so that it
     /// never compares a half-done move with the database.
     moves: RwLock<()>,
+    /// Rung when a move finds drift it cannot fix itself (a host still in another
+    /// reservation's aggregate): reconciliation runs soon.
+    repair: Arc<Notify>,
 }
 
 impl Pools {
-    pub fn new(nova: NovaClient, cfg: PoolConfig) -> Self {
+    pub fn new(nova: NovaClient, cfg: PoolConfig, repair: Arc<Notify>) -> Self {
         Self {
             nova,
             cfg,
             ids: Mutex::new(HashMap::new()),
             moves: RwLock::new(()),
+            repair,
         }
     }
 
@@ -158,7 +162,8 @@ impl Pools {
     }
 
     /// Adds `host` to `agg` unless it is a member; returns whether it changed anything. A 409
-    /// while not a member (the host is in another reservation's availability zone) is an error.
+    /// while not a member means the host is still in another availability zone (a reservation
+    /// that has not let it go): worth waiting for, and reconciliation is asked to look.
     async fn join(&self, agg: &Aggregate, host: &str) -> Result<bool, NovaError> {
         if agg.hosts.iter().any(|h| h == host) {
             return Ok(false);
@@ -170,7 +175,11 @@ impl Pools {
                 if now.is_some_and(|a| a.hosts.iter().any(|h| h == host)) {
                     Ok(false)
                 } else {
-                    Err(e)
+                    self.repair.notify_one();
+                    Err(NovaError::StillWaiting(format!(
+                        "host {host} cannot join aggregate {}: {e}",
+                        agg.name
+                    )))
                 }
             }
             Err(e) => Err(e),

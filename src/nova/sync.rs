@@ -42,46 +42,58 @@ pub struct ReconcileReport {
     pub failed: Vec<(Repair, String)>,
 }
 
-/// Counters and the last outcome, for operators.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyncStatus {
-    pub reconciliations: u64,
-    pub repairs: u64,
-    pub last_reconcile: Option<NaiveDateTime>,
-    pub last_error: Option<String>,
-    pub health_changes: u64,
-}
-
-pub struct NovaSync {
-    services: Arc<Services>,
-    pools: Arc<Pools>,
+/// Counters and the last outcome, for operators (`/readyz` shows them).
+#[derive(Debug, Default)]
+pub struct SyncCounters {
     reconciliations: AtomicU64,
     repairs: AtomicU64,
     health_changes: AtomicU64,
     last: Mutex<(Option<NaiveDateTime>, Option<String>)>,
 }
 
-impl NovaSync {
-    pub fn new(services: Arc<Services>, pools: Arc<Pools>) -> Self {
-        Self {
-            services,
-            pools,
-            reconciliations: AtomicU64::new(0),
-            repairs: AtomicU64::new(0),
-            health_changes: AtomicU64::new(0),
-            last: Mutex::new((None, None)),
-        }
-    }
+/// A snapshot of [`SyncCounters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub reconciliations: u64,
+    pub repairs: u64,
+    pub health_changes: u64,
+    pub last_reconcile: Option<NaiveDateTime>,
+    /// Why the last reconciliation (or some of its repairs) failed; `None` when it succeeded.
+    pub last_error: Option<String>,
+}
 
+impl SyncCounters {
     pub fn status(&self) -> SyncStatus {
         let last = self.last.lock().expect("sync status").clone();
         SyncStatus {
             reconciliations: self.reconciliations.load(Ordering::Relaxed),
             repairs: self.repairs.load(Ordering::Relaxed),
+            health_changes: self.health_changes.load(Ordering::Relaxed),
             last_reconcile: last.0,
             last_error: last.1,
-            health_changes: self.health_changes.load(Ordering::Relaxed),
         }
+    }
+}
+
+pub struct NovaSync {
+    services: Arc<Services>,
+    pools: Arc<Pools>,
+    counters: Arc<SyncCounters>,
+}
+
+impl NovaSync {
+    /// Counts into `services.nova_status` (which must be set in nova mode).
+    pub fn new(services: Arc<Services>, pools: Arc<Pools>) -> Self {
+        let counters = services.nova_status.clone().unwrap_or_default();
+        Self {
+            services,
+            pools,
+            counters,
+        }
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        self.counters.status()
     }
 
     /// At start-up, the freepool exists (upstream requires an operator to create it): in the
@@ -103,7 +115,7 @@ impl NovaSync {
     /// Compares Nova with the database once and repairs what differs.
     pub async fn reconcile(&self) -> Result<ReconcileReport, String> {
         let result = self.reconcile_inner().await;
-        let mut last = self.last.lock().expect("sync status");
+        let mut last = self.counters.last.lock().expect("sync status");
         last.0 = Some(self.services.clock.now());
         last.1 = match &result {
             Ok(r) if r.failed.is_empty() => None,
@@ -145,13 +157,13 @@ impl NovaSync {
                 az_prefix: self.pools.cfg.az_prefix.clone(),
             },
         );
-        self.reconciliations.fetch_add(1, Ordering::Relaxed);
+        self.counters.reconciliations.fetch_add(1, Ordering::Relaxed);
         let mut report = ReconcileReport::default();
         for repair in repairs {
             let mut changes = Vec::new();
             match self.repair(&repair, &aggregates, &mut changes).await {
                 Ok(()) => {
-                    let total = self.repairs.fetch_add(1, Ordering::Relaxed) + 1;
+                    let total = self.counters.repairs.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::warn!(
                         ?repair,
                         ?changes,
@@ -250,7 +262,8 @@ impl NovaSync {
                 tracing::warn!(host_id = c.host_id, host = %c.name, "compute service down or disabled: host unreservable");
             }
         }
-        self.health_changes
+        self.counters
+            .health_changes
             .fetch_add(changes.len() as u64, Ordering::Relaxed);
         Ok(changes.len())
     }

@@ -64,6 +64,8 @@ pub struct Services {
     pub placement: Arc<placement::PlacementCache>,
     /// This instance's name in event claims (the runner's, and the API's own claims).
     pub instance: String,
+    /// Reconciliation's counters, in nova mode.
+    pub nova_status: Option<Arc<crate::nova::sync::SyncCounters>>,
     /// Rung when Nova may have drifted from the database (a move after an update failed), so
     /// that reconciliation runs soon instead of at its next interval.
     pub repair: Arc<tokio::sync::Notify>,
@@ -129,6 +131,15 @@ impl Services {
 
     /// The database answers and has every migration: its backend and migration count.
     pub async fn readiness(&self) -> Result<(String, usize), crate::domain::DomainError> {
+        self.database_readiness().await
+    }
+
+    /// Reconciliation with Nova, in nova mode: counters and the last outcome.
+    pub fn nova_status(&self) -> Option<crate::nova::sync::SyncStatus> {
+        self.nova_status.as_ref().map(|c| c.status())
+    }
+
+    async fn database_readiness(&self) -> Result<(String, usize), crate::domain::DomainError> {
         use crate::domain::DomainError;
         self.db
             .conn()

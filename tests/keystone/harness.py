@@ -9,9 +9,10 @@ nothing. Subcommands:
       REST API, and prints ONE line of JSON on stdout (auth_url, admin_token, pid, projects,
       users, roles, passwords). Progress and timings go to stderr. Calling it again on the same
       DIR stops the earlier Keystone of that DIR and reuses its database.
-  set-endpoint --dir DIR --url URL
-      Registers (or moves) the catalog service of type `reservation` (name `blazar`) with
-      public, internal and admin endpoints at URL, so that clients find our server in the catalog.
+  set-endpoint --dir DIR --url URL [--type TYPE --name NAME]
+      Registers (or moves) the catalog service of type TYPE (default `reservation`, name
+      `blazar`) with public, internal and admin endpoints at URL, so that clients find our server
+      (or our server finds Nova, with --type compute) in the catalog.
   stop --dir DIR
       Kills the Keystone that `start` left running in DIR.
 
@@ -596,9 +597,10 @@ def cmd_set_endpoint(args):
     state = load_state(args.dir)
     api = Api(state["auth_url"])
     api.token = api.password_token("admin", ADMIN_PASSWORD, "admin")
+    default_name = RESERVATION_SERVICE["name"] if args.type == RESERVATION_SERVICE["type"] else args.type
+    service = {"type": args.type, "name": args.name or default_name}
     service_id = api.get_or_create(
-        "services", "service", dict(RESERVATION_SERVICE, enabled=True),
-        type=RESERVATION_SERVICE["type"],
+        "services", "service", dict(service, enabled=True), type=service["type"],
     )
     existing = {ep["interface"]: ep for ep in api.find("endpoints", service_id=service_id)}
     for interface in INTERFACES:
@@ -632,9 +634,11 @@ def main():
     p.add_argument("--cache-dir", help="keep a bootstrapped template here and copy it")
     p.add_argument("--watch-pid", type=int, help="stop Keystone when this process is gone")
     p.set_defaults(func=cmd_start)
-    p = sub.add_parser("set-endpoint", help="point the `reservation` catalog entry at URL")
+    p = sub.add_parser("set-endpoint", help="point a catalog entry (`reservation` by default) at URL")
     p.add_argument("--dir", required=True)
     p.add_argument("--url", required=True)
+    p.add_argument("--type", default=RESERVATION_SERVICE["type"], help="service type, e.g. compute")
+    p.add_argument("--name", default=None, help="service name (default: blazar for reservation)")
     p.set_defaults(func=cmd_set_endpoint)
     p = sub.add_parser("stop", help="kill the Keystone started in DIR")
     p.add_argument("--dir", required=True)

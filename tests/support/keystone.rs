@@ -345,13 +345,25 @@ impl Keystone {
     /// endpoints) at `url`, our server's `.../v1`. Clients with password auth then find us. The
     /// catalog is shared by every test of the process: tests that move it must not run at once.
     pub async fn set_reservation_endpoint(&self, url: &str) {
+        self.set_endpoint("reservation", "blazar", url).await;
+    }
+
+    /// Points the catalog's service of type `kind` (named `name`; public, internal and admin
+    /// endpoints) at `url`: `compute` makes our server find Nova there.
+    pub async fn set_endpoint(&self, kind: &str, name: &str, url: &str) {
         let python = self.venv.join("bin/python");
-        let (dir, url) = (self.dir.clone(), url.to_string());
+        let (dir, kind, name, url) = (
+            self.dir.clone(),
+            kind.to_string(),
+            name.to_string(),
+            url.to_string(),
+        );
         tokio::task::spawn_blocking(move || {
             crate::support::run(
                 Command::new(python)
                     .arg(HARNESS)
-                    .args(["set-endpoint", "--url", &url, "--dir"])
+                    .args(["set-endpoint", "--url", &url, "--type", &kind, "--name", &name])
+                    .arg("--dir")
                     .arg(dir),
             )
         })

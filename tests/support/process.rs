@@ -29,6 +29,16 @@ pub fn sqlite_url(db: &Path) -> String {
 impl Server {
     /// Starts `blazar-server serve` on a free port with a 2 s event claim and waits until it answers.
     pub async fn start(database_url: &str, log: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(database_url, log, extra, &[]).await
+    }
+
+    /// As [`Server::start`], with extra environment variables (`BLAZAR_FAILPOINTS`, ...).
+    pub async fn start_with_env(
+        database_url: &str,
+        log: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         // This process talks HTTP too (reqwest with rustls): it needs a crypto provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let port = free_port();
@@ -42,6 +52,7 @@ impl Server {
             .args(["--database-url", database_url])
             .args(["--event-claim-seconds", "2", "--log-filter", "warn"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
