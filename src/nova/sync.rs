@@ -157,7 +157,9 @@ impl NovaSync {
                 az_prefix: self.pools.cfg.az_prefix.clone(),
             },
         );
-        self.counters.reconciliations.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .reconciliations
+            .fetch_add(1, Ordering::Relaxed);
         let mut report = ReconcileReport::default();
         for repair in repairs {
             let mut changes = Vec::new();

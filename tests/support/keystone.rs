@@ -362,7 +362,15 @@ impl Keystone {
             crate::support::run(
                 Command::new(python)
                     .arg(HARNESS)
-                    .args(["set-endpoint", "--url", &url, "--type", &kind, "--name", &name])
+                    .args([
+                        "set-endpoint",
+                        "--url",
+                        &url,
+                        "--type",
+                        &kind,
+                        "--name",
+                        &name,
+                    ])
                     .arg("--dir")
                     .arg(dir),
             )
