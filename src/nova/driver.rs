@@ -52,6 +52,21 @@ fn log_changes(r: &ReservationHosts<'_>, changes: Vec<Change>, log: &mut ActionL
 }
 
 impl NovaDriver {
+    /// Runs `work` while no reconciliation runs, and logs the changes it made in Nova, also
+    /// when it then failed.
+    async fn logged(
+        &self,
+        r: &ReservationHosts<'_>,
+        log: &mut ActionLog,
+        work: impl AsyncFnOnce(&mut Vec<Change>) -> Result<(), NovaError>,
+    ) -> Result<(), DriverError> {
+        let _turn = self.pools.shared().await;
+        let mut changes = Vec::new();
+        let result = work(&mut changes).await;
+        log_changes(r, changes, log);
+        result.map_err(driver_error)
+    }
+
     async fn do_assign(
         &self,
         r: &ReservationHosts<'_>,
@@ -177,11 +192,8 @@ impl ResourceDriver for NovaDriver {
         log: &mut ActionLog,
     ) -> Result<(), DriverError> {
         let owner = Self::owner(&r)?;
-        let _turn = self.pools.shared().await;
-        let mut changes = Vec::new();
-        let result = self.do_assign(&r, &owner, &mut changes).await;
-        log_changes(&r, changes, log);
-        result.map_err(driver_error)
+        self.logged(&r, log, async |c| self.do_assign(&r, &owner, c).await)
+            .await
     }
 
     async fn before_end(
@@ -200,11 +212,8 @@ impl ResourceDriver for NovaDriver {
                 )));
             }
         }
-        let _turn = self.pools.shared().await;
-        let mut changes = Vec::new();
-        let result = self.do_snapshot(&r, since, &mut changes).await;
-        log_changes(&r, changes, log);
-        result.map_err(driver_error)
+        self.logged(&r, log, async |c| self.do_snapshot(&r, since, c).await)
+            .await
     }
 
     async fn release(
@@ -212,11 +221,8 @@ impl ResourceDriver for NovaDriver {
         r: ReservationHosts<'_>,
         log: &mut ActionLog,
     ) -> Result<(), DriverError> {
-        let _turn = self.pools.shared().await;
-        let mut changes = Vec::new();
-        let result = self.do_release(&r, true, &mut changes).await;
-        log_changes(&r, changes, log);
-        result.map_err(driver_error)
+        self.logged(&r, log, async |c| self.do_release(&r, true, c).await)
+            .await
     }
 
     async fn remove(
@@ -225,11 +231,8 @@ impl ResourceDriver for NovaDriver {
         hosts: &[HostRef],
         log: &mut ActionLog,
     ) -> Result<(), DriverError> {
-        let _turn = self.pools.shared().await;
         let r = ReservationHosts { hosts, ..r };
-        let mut changes = Vec::new();
-        let result = self.do_release(&r, false, &mut changes).await;
-        log_changes(&r, changes, log);
-        result.map_err(driver_error)
+        self.logged(&r, log, async |c| self.do_release(&r, false, c).await)
+            .await
     }
 }

@@ -250,7 +250,7 @@ async fn updates_move_the_events() {
 }
 
 #[tokio::test]
-async fn a_running_reservation_that_grows_gets_its_hosts_at_once() {
+async fn a_running_reservation_that_grows_or_shrinks_moves_its_hosts_at_once() {
     crate::skip_if_no_database!();
     let app = spawn_app().await;
     app.host("c1", json!({})).await;
@@ -273,15 +273,34 @@ async fn a_running_reservation_that_grows_gets_its_hosts_at_once() {
         actions(&app, &id).await,
         vec![(1, "assign".into()), (2, "assign".into())]
     );
-    // And it cannot lose a host: shrinking below what it uses is refused.
+    // Shrinking hands its newest host back at once.
+    app.put(
+        &format!("/v1/leases/{id}"),
+        &json!({"reservations": [{"id": rid, "min": 1, "max": 1}]}),
+    )
+    .await
+    .expect(202);
+    assert_eq!(
+        actions(&app, &id).await,
+        vec![
+            (1, "assign".into()),
+            (2, "assign".into()),
+            (2, "release".into())
+        ]
+    );
+    assert_eq!(app.hosts_of(&id).await, vec!["1"]);
+    // But it cannot lose a host it keeps to new filters: refused, nothing changed.
+    let before = app.dump().await;
     let msg = app
         .put(
             &format!("/v1/leases/{id}"),
-            &json!({"reservations": [{"id": rid, "min": 1, "max": 1}]}),
+            &json!({"reservations": [{"id": rid,
+                "hypervisor_properties": "[\"==\", \"$hypervisor_hostname\", \"c2\"]"}]}),
         )
         .await
         .expect_error(409);
     assert!(msg.contains("is active"), "{msg}");
+    assert_eq!(app.dump().await, before);
 }
 
 #[tokio::test]
