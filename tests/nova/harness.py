@@ -12,7 +12,10 @@ nothing and uses only the standard library, so that the small subcommands start 
       nova-api (noauth: `X-Auth-Token: user:project`), nova-conductor, nova-scheduler and N
       nova-computes (compute-a, compute-b, ...) on free ports, waits until os-hypervisors lists
       all N up, creates a tiny image and flavor, and prints ONE line of JSON on stdout. Progress
-      and timings go to stderr, every service's logs to DIR/logs.
+      and timings go to stderr, every service's logs to DIR/logs. The Neutron stub
+      (neutron_stub.py) is the one piece that is not the real thing; conductor, scheduler and
+      computes are forked from one import of their modules (nova_zygote.py; NOVA_HARNESS_ZYGOTE=0
+      runs their console scripts instead).
   stop --dir DIR
       Kills every process of the run, drops its databases and vhost. DIR (logs) stays.
   stop-api --dir DIR / start-api --dir DIR
@@ -395,6 +398,8 @@ def reap_dead_runs(skip_dir=None):
             if sibling == Path(skip_dir) or not state or "owner" not in state:
                 continue
             if not owner_alive(state["owner"]):
+                if "tag" in state and not state.get("stopped"):
+                    cleanup_run(state["tag"], sibling)  # unregistered, yet maybe running
                 shutil.rmtree(sibling, ignore_errors=True)
     return reaped
 
@@ -668,17 +673,27 @@ def prepare_databases(ctx, cache_dir):
     key = template_key(ctx.glance_bin.parent)
     template = cache / f"template-{key}"
     with open(cache / f"template-{key}.lock", "w") as lock:
-        # One builder at a time; the others wait here, then load what it made.
+        # Loaders share the lock; a builder holds it alone, and the others wait, then load.
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        if (template / "done").exists():
+            load_template(ctx, template)
+            return "loaded from template"
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (template / "done").exists():
             load_template(ctx, template)
             return "loaded from template"
         for stale in cache.glob("building-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        # Templates of other versions are dead weight, unless someone is loading one now.
         for old in cache.glob("template-*"):
-            if old.is_dir() and old != template:
+            if not old.is_dir() or old == template:
+                continue
+            with open(f"{old}.lock", "w") as old_lock:
+                try:
+                    fcntl.flock(old_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
                 shutil.rmtree(old, ignore_errors=True)
-                Path(f"{old}.lock").unlink(missing_ok=True)
         build_databases(ctx)
         dump_template(ctx, template)
         return "built, template saved"
@@ -981,7 +996,7 @@ def cmd_start(args):
     if earlier and "tag" in earlier and not earlier.get("stopped"):
         log(f"stopping the earlier run {earlier['tag']} of {dir_}")
         cleanup_run(earlier["tag"], dir_)
-    for sub in ("conf", "state", "logs"):
+    for sub in ("conf", "state", "logs", *(p.name for p in dir_.glob("cwd-*"))):
         shutil.rmtree(dir_ / sub, ignore_errors=True)
     (dir_ / "logs").mkdir()
     (dir_ / STATE_FILE).unlink(missing_ok=True)
@@ -1062,11 +1077,12 @@ def start_services(run, socks, cache_dir, t0):
     # take the niceness back.
     nice = os.geteuid() == 0
     late = ["nova-scheduler", "nova-api", "glance"] if nice else []
-    run.start_nova_service("nova-conductor", "nova-conductor")
     run.start_placement(socks.pop("placement"))
-    run.start_nova_service("nova-scheduler", "nova-scheduler", nice=nice)
     run.start_api("nova-api", socks.pop("api"), ["api-paste.ini", "nova.conf"], nice=nice)
     run.start_glance(socks.pop("glance"), nice=nice)
+    # (The first zygote fork waits for its imports, so the gunicorns go first.)
+    run.start_nova_service("nova-conductor", "nova-conductor")
+    run.start_nova_service("nova-scheduler", "nova-scheduler", nice=nice)
     # ...the computes once the conductor has registered (it consumes RPC a moment later): a
     # compute's first conductor ping sent before that is lost and costs it 10 s. They also need
     # placement, or their first resource report fails and waits for the next periodic run.
