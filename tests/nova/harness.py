@@ -113,6 +113,9 @@ def report_logs(dir_, names):
         text = tail(path, lines)
         if text:
             print(f"--- last lines of {path} ---\n{text}", file=sys.stderr, flush=True)
+        elif names is not None:
+            print(f"--- {path}: {'empty' if path.exists() else 'missing'} ---", file=sys.stderr,
+                  flush=True)
 
 
 # ---------------------------------------------------------------- processes
