@@ -12,7 +12,10 @@ nothing and uses only the standard library, so that the small subcommands start 
       nova-api (noauth: `X-Auth-Token: user:project`), nova-conductor, nova-scheduler and N
       nova-computes (compute-a, compute-b, ...) on free ports, waits until os-hypervisors lists
       all N up, creates a tiny image and flavor, and prints ONE line of JSON on stdout. Progress
-      and timings go to stderr, every service's logs to DIR/logs.
+      and timings go to stderr, every service's logs to DIR/logs. The Neutron stub
+      (neutron_stub.py) is the one piece that is not the real thing; conductor, scheduler and
+      computes are forked from one import of their modules (nova_zygote.py; NOVA_HARNESS_ZYGOTE=0
+      runs their console scripts instead).
   stop --dir DIR
       Kills every process of the run, drops its databases and vhost. DIR (logs) stays.
   stop-api --dir DIR / start-api --dir DIR
@@ -42,6 +45,7 @@ import json
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -72,6 +76,7 @@ SERVICE_TIMEOUT = 180.0  # one service answering (imports on a busy 2-core machi
 HYPERVISORS_TIMEOUT = 240.0  # every compute listed and up
 SQL_TIMEOUT = 300.0
 API_MICROVERSION = "2.53"
+STARTUP_NICENESS = 10
 
 
 class HarnessError(Exception):
@@ -108,6 +113,9 @@ def report_logs(dir_, names):
         text = tail(path, lines)
         if text:
             print(f"--- last lines of {path} ---\n{text}", file=sys.stderr, flush=True)
+        elif names is not None:
+            print(f"--- {path}: {'empty' if path.exists() else 'missing'} ---", file=sys.stderr,
+                  flush=True)
 
 
 # ---------------------------------------------------------------- processes
@@ -393,6 +401,8 @@ def reap_dead_runs(skip_dir=None):
             if sibling == Path(skip_dir) or not state or "owner" not in state:
                 continue
             if not owner_alive(state["owner"]):
+                if "tag" in state and not state.get("stopped"):
+                    cleanup_run(state["tag"], sibling)  # unregistered, yet maybe running
                 shutil.rmtree(sibling, ignore_errors=True)
     return reaped
 
@@ -546,7 +556,7 @@ def write_configs(dir_, state):
     render(HERE / "glance" / "glance-api.conf", conf / "glance" / "glance-api.conf", values)
     shutil.copy(HERE / "glance" / "glance-api-paste.ini", conf / "glance" / "glance-api-paste.ini")
     for name in ("api-paste.ini", "api-paste-keystone.ini", "nova_noauth.py", "nova_api_wsgi.py",
-                 "neutron_stub.py"):
+                 "neutron_stub.py", "nova_zygote.py"):
         shutil.copy(HERE / name, conf / name)
     for host in state["hosts"]:
         # Not next to a compute_id: nova looks for one in the directory of every --config-file.
@@ -666,17 +676,27 @@ def prepare_databases(ctx, cache_dir):
     key = template_key(ctx.glance_bin.parent)
     template = cache / f"template-{key}"
     with open(cache / f"template-{key}.lock", "w") as lock:
-        # One builder at a time; the others wait here, then load what it made.
+        # Loaders share the lock; a builder holds it alone, and the others wait, then load.
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        if (template / "done").exists():
+            load_template(ctx, template)
+            return "loaded from template"
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (template / "done").exists():
             load_template(ctx, template)
             return "loaded from template"
         for stale in cache.glob("building-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        # Templates of other versions are dead weight, unless someone is loading one now.
         for old in cache.glob("template-*"):
-            if old.is_dir() and old != template:
+            if not old.is_dir() or old == template:
+                continue
+            with open(f"{old}.lock", "w") as old_lock:
+                try:
+                    fcntl.flock(old_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
                 shutil.rmtree(old, ignore_errors=True)
-                Path(f"{old}.lock").unlink(missing_ok=True)
         build_databases(ctx)
         dump_template(ctx, template)
         return "built, template saved"
@@ -695,6 +715,7 @@ class Run:
         self.cwd = run_cwd(dir_, state["tag"])
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.popen = {}
+        self.zygote = None
         self.lock = threading.Lock()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("OS_", "PYTHON"))
@@ -707,10 +728,13 @@ class Run:
         with self.lock:
             write_state(self.dir, self.state)
 
-    def spawn(self, name, argv, env=None, sock=None):
-        """Starts a service in a session of its own, its output in logs/NAME.out."""
+    def spawn(self, name, argv, env=None, sock=None, nice=False):
+        """Starts a service in a session of its own, its output in logs/NAME.out. A nice one
+        yields the CPU to the services on the critical path until `unnice`."""
         out = open(self.dir / "logs" / f"{name}.out", "ab")
         fds = (sock.fileno(),) if sock is not None else ()
+        if nice:
+            argv = [tool("nice"), "-n", str(STARTUP_NICENESS), *argv]  # it execs: same pid
         try:
             proc = subprocess.Popen(
                 [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out,
@@ -728,12 +752,21 @@ class Run:
             write_state(self.dir, self.state)
         return proc
 
-    def gunicorn(self, name, bin_dir, app, sock, threads, env):
+    def gunicorn(self, name, bin_dir, app, sock, threads, env, nice=False):
         argv = [bin_dir / "gunicorn", "--bind", f"fd://{sock.fileno()}", "--workers", "1",
                 "--threads", threads, "--timeout", "120", "--graceful-timeout", "5",
                 # Its default control socket is one path shared by every gunicorn of the user.
                 "--no-control-socket", "--error-logfile", "-", app]
-        return self.spawn(name, argv, env, sock)
+        return self.spawn(name, argv, env, sock, nice)
+
+    def unnice(self, name):
+        """Back to normal priority, the whole process group (gunicorn's worker too)."""
+        entry = self.state["procs"].get(name)
+        if is_ours(entry):
+            try:
+                os.setpriority(os.PRIO_PGRP, entry["pid"], 0)
+            except OSError as e:
+                log(f"cannot renice {name}: {e}")
 
     def alive(self, name):
         proc = self.popen.get(name)
@@ -779,28 +812,78 @@ class Run:
         self.gunicorn("placement", BIN, "placement.wsgi.api:application", sock, 4,
                       {"OS_PLACEMENT_CONFIG_DIR": str(self.dir / "conf" / "placement")})
 
-    def start_glance(self, sock):
+    def start_glance(self, sock, nice=False):
         self.gunicorn("glance", self.glance_bin, "glance.wsgi.api:application", sock, 4,
-                      {"OS_GLANCE_CONFIG_DIR": str(self.dir / "conf" / "glance")})
+                      {"OS_GLANCE_CONFIG_DIR": str(self.dir / "conf" / "glance")}, nice)
 
-    def start_api(self, name, sock, config_files):
+    def start_api(self, name, sock, config_files, nice=False):
         self.gunicorn(name, BIN, "nova_api_wsgi:application", sock, 8, {
             "PYTHONPATH": str(self.dir / "conf"),
             "OS_NOVA_CONFIG_DIR": str(self.dir / "conf"),
             "OS_NOVA_CONFIG_FILES": ";".join(config_files),
             "NOVA_HARNESS_API_LOG": str(self.dir / "logs" / f"{name}.log"),
-        })
+        }, nice)
 
-    def start_nova_service(self, name, binary, extra_conf=None):
-        argv = [BIN / binary, "--config-file", self.dir / "conf" / "nova.conf"]
+    def start_nova_service(self, name, binary, extra_conf=None, nice=False):
+        args = ["--config-file", self.dir / "conf" / "nova.conf"]
         if extra_conf:
-            argv += ["--config-file", extra_conf]
-        argv += ["--log-file", self.dir / "logs" / f"{name}.log"]
-        self.spawn(name, argv)
+            args += ["--config-file", extra_conf]
+        args += ["--log-file", self.dir / "logs" / f"{name}.log"]
+        if self.zygote is None:
+            self.spawn(name, [BIN / binary, *args], nice=nice)
+            return
+        pid = self.zygote.spawn(binary, args, self.dir / "logs" / f"{name}.out", nice)
+        with self.lock:
+            self.state["procs"][name] = {"pid": pid, "start": proc_start_time(pid)}
+            write_state(self.dir, self.state)
 
     def wait_api(self, name, url):
         self.wait(f"{name} answering {url}",
                   self.answers(url, {"X-Auth-Token": ADMIN_TOKEN}), [name])
+
+
+class Zygote:
+    """nova_zygote.py: forks conductor, scheduler and computes from one import (see there)."""
+
+    def __init__(self, run):
+        self.run = run
+        out = open(run.dir / "logs" / "nova-zygote.out", "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "python"), str(run.dir / "conf" / "nova_zygote.py"),
+             str(run.dir / "conf" / "nova.conf")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out, env=run.env,
+            cwd=run.cwd, start_new_session=True,
+        )
+        out.close()
+        with run.lock:
+            run.state["procs"]["nova-zygote"] = {
+                "pid": self.proc.pid, "start": proc_start_time(self.proc.pid)}
+            write_state(run.dir, run.state)
+
+    def spawn(self, binary, argv, out, nice=False):
+        request = {"binary": binary, "argv": [str(a) for a in argv], "out": str(out),
+                   "nice": STARTUP_NICENESS if nice else 0}
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise HarnessError("nova_zygote.py exited", ["nova-zygote"]) from None
+        # The first answer waits for the zygote's imports.
+        ready, _, _ = select.select([self.proc.stdout], [], [], SERVICE_TIMEOUT)
+        line = self.proc.stdout.readline() if ready else b""
+        if not line:
+            raise HarnessError(f"nova_zygote.py did not start {binary}", ["nova-zygote"])
+        return json.loads(line)["pid"]
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        with self.run.lock:
+            self.run.state["procs"].pop("nova-zygote", None)
+            write_state(self.run.dir, self.run.state)
 
 
 def new_owner(pid):
@@ -916,7 +999,7 @@ def cmd_start(args):
     if earlier and "tag" in earlier and not earlier.get("stopped"):
         log(f"stopping the earlier run {earlier['tag']} of {dir_}")
         cleanup_run(earlier["tag"], dir_)
-    for sub in ("conf", "state", "logs"):
+    for sub in ("conf", "state", "logs", *(p.name for p in dir_.glob("cwd-*"))):
         shutil.rmtree(dir_ / sub, ignore_errors=True)
     (dir_ / "logs").mkdir()
     (dir_ / STATE_FILE).unlink(missing_ok=True)
@@ -983,18 +1066,26 @@ def start_services(run, socks, cache_dir, t0):
 
     write_configs(run.dir, run.state)
     run.start_neutron(socks.pop("neutron"))
+    if os.environ.get("NOVA_HARNESS_ZYGOTE", "1") != "0":
+        run.zygote = Zygote(run)  # imports while the databases load
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         vhost = pool.submit(timed, "vhost", create_vhost, run.state["vhost"])
         how = timed("databases", prepare_databases, run, cache_dir)
         vhost.result()
     t_setup = time.monotonic()
 
-    # Everything that needs only its database and the vhost starts at once...
+    # Everything that needs only its database and the vhost starts at once; what is needed
+    # only at the end (the scheduler's host discovery, the API, glance) runs niced until then,
+    # so that the conductor and the computes get the CPU first. As root only: others cannot
+    # take the niceness back.
+    nice = os.geteuid() == 0
+    late = ["nova-scheduler", "nova-api", "glance"] if nice else []
     run.start_placement(socks.pop("placement"))
-    run.start_glance(socks.pop("glance"))
+    run.start_api("nova-api", socks.pop("api"), ["api-paste.ini", "nova.conf"], nice=nice)
+    run.start_glance(socks.pop("glance"), nice=nice)
+    # (The first zygote fork waits for its imports, so the gunicorns go first.)
     run.start_nova_service("nova-conductor", "nova-conductor")
-    run.start_nova_service("nova-scheduler", "nova-scheduler")
-    run.start_api("nova-api", socks.pop("api"), ["api-paste.ini", "nova.conf"])
+    run.start_nova_service("nova-scheduler", "nova-scheduler", nice=nice)
     # ...the computes once the conductor has registered (it consumes RPC a moment later): a
     # compute's first conductor ping sent before that is lost and costs it 10 s. They also need
     # placement, or their first resource report fails and waits for the next periodic run.
@@ -1005,6 +1096,10 @@ def start_services(run, socks, cache_dir, t0):
     t_computes = time.monotonic()
     for host in run.state["hosts"]:
         run.start_nova_service(f"nova-{host}", "nova-compute", run.dir / "conf" / f"{host}.conf")
+    if run.zygote is not None:
+        run.zygote.close()
+    for name in late:
+        run.unnice(name)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         def image():
             run.wait("glance-api answering", run.answers(run.state["image_url"] + "/versions"),

@@ -88,9 +88,10 @@ pub struct Nova {
 static SHARED: OnceLock<Result<Arc<Nova>, String>> = OnceLock::new();
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The Nova of this test process, started on first call (blocking: about 15 s with 2 computes
-/// when the virtualenvs and the schema template exist, a few minutes on a fresh clone). From
-/// async code use [`shared`]. Panics loudly, with the harness's output, if Nova cannot be
+/// The Nova of this test process, started on first call (blocking: 12-15 s with 2 computes and
+/// about 25 s with 10 when the virtualenvs and the schema template exist; on a fresh clone add
+/// about 100 s for the two virtualenvs and 25 s for the real db syncs that make the template).
+/// From async code use [`shared`]. Panics loudly, with the harness's output, if Nova cannot be
 /// installed or started; after a failure every later call fails at once with the same message.
 pub fn start() -> Arc<Nova> {
     let started = SHARED.get_or_init(|| {
