@@ -302,21 +302,6 @@ impl Application {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_passwords_are_hidden() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(
-            super::redact("sqlite://blazar.db?mode=rwc"),
-            "sqlite://blazar.db?mode=rwc"
-        );
-    }
-}
-
 /// The runtime the server runs on: one worker thread per core, after capping glibc's malloc
 /// arenas.
 ///
@@ -334,4 +319,19 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_are_hidden() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            super::redact("sqlite://blazar.db?mode=rwc"),
+            "sqlite://blazar.db?mode=rwc"
+        );
+    }
 }

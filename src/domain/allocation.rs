@@ -72,15 +72,15 @@ pub fn plan(
         let m = need.matching;
         let matches = |h: &i64| m.binary_search(h).is_ok();
         let usable = |h: &i64| matches(h) && !taken.contains(h) && !busy(*h);
-        if need.keep_held {
-            if let Some(&host) = need.held.iter().find(|h| !usable(h)) {
-                let why = if !matches(&host) {
-                    "no longer matches the reservation's filters"
-                } else {
-                    "is booked by another lease in the new window"
-                };
-                return Err(PlanError::HeldHostLost { index, host, why });
-            }
+        if need.keep_held
+            && let Some(&host) = need.held.iter().find(|h| !usable(h))
+        {
+            let why = if !matches(&host) {
+                "no longer matches the reservation's filters"
+            } else {
+                "is booked by another lease in the new window"
+            };
+            return Err(PlanError::HeldHostLost { index, host, why });
         }
         let kept: Vec<i64> = need
             .held

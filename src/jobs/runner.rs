@@ -474,19 +474,10 @@ impl Runner {
     /// Claims the event (commit), acts through the driver with no transaction open, and records
     /// the outcome (commit): a Nova call that takes seconds never holds the write turn.
     async fn run_event(&self, event_id: &str, now: NaiveDateTime) -> Result<Outcome, DbErr> {
-        let Some(claimed) = self.claim(event_id, now).await? else {
+        let Some((claimed, work)) = self.claim(event_id, now).await? else {
             return Ok(Outcome::Skipped);
         };
         let started = self.services.clock.now();
-        let work = {
-            let txn = self.services.db.read().await?;
-            let work = load_work(&txn, &claimed.ev.lease_id).await?;
-            txn.commit().await?;
-            work
-        };
-        let Some(work) = work else {
-            return Ok(Outcome::Skipped);
-        };
         let since = self.first_attempt(&claimed, started).await?;
         let keeper = ClaimKeeper::start(
             self.services.clone(),
@@ -508,12 +499,14 @@ impl Runner {
         claimed: &Claimed,
         now: NaiveDateTime,
     ) -> Result<NaiveDateTime, DbErr> {
+        if claimed.ev.status != EventStatus::InProgress.as_str() {
+            // The first attempt (UNDONE before this claim): nothing to look up.
+            return Ok(now);
+        }
         let first_retry = self
             .first_retry(self.services.db.conn(), &claimed.ev.id)
             .await?;
-        let earlier_claim = (claimed.ev.status == EventStatus::InProgress.as_str())
-            .then_some(claimed.ev.claimed_at)
-            .flatten();
+        let earlier_claim = claimed.ev.claimed_at;
         Ok([first_retry, earlier_claim, Some(now)]
             .into_iter()
             .flatten()
@@ -781,8 +774,13 @@ impl Runner {
     }
 
     /// The claim transaction: UNDONE (or IN_PROGRESS with an expired claim, or waiting for its
-    /// next attempt) -> IN_PROGRESS, if the lease is ready for it.
-    async fn claim(&self, event_id: &str, now: NaiveDateTime) -> Result<Option<Claimed>, DbErr> {
+    /// next attempt) -> IN_PROGRESS, if the lease is ready for it; with what the event acts on,
+    /// read in the same transaction (one transaction fewer per event).
+    async fn claim(
+        &self,
+        event_id: &str,
+        now: NaiveDateTime,
+    ) -> Result<Option<(Claimed, Work)>, DbErr> {
         let txn = self.services.db.write().await?;
         let Some(ev) = event::Entity::find_by_id(event_id.to_string())
             .one(&*txn)
@@ -840,6 +838,9 @@ impl Runner {
                 .exec(&*txn)
                 .await?;
         }
+        let Some(work) = load_work(&*txn, &lease.id).await? else {
+            return Ok(None);
+        };
         txn.commit().await?;
         if expired {
             match &ev.claimed_by {
@@ -853,12 +854,15 @@ impl Runner {
                 }
             }
         }
-        Ok(Some(Claimed {
-            attempts: ev.attempts + 1,
-            ev,
-            kind,
-            deleting,
-        }))
+        Ok(Some((
+            Claimed {
+                attempts: ev.attempts + 1,
+                ev,
+                kind,
+                deleting,
+            },
+            work,
+        )))
     }
 
     /// Whether the lease is ready for this event: its predecessors finished, and its status one

@@ -62,7 +62,7 @@ pub fn pools(
             az_prefix: settings.blazar_az_prefix.clone(),
             image_prefix: settings.image_prefix.clone(),
             deletion_timeout: Duration::from_secs(settings.server_deletion_timeout_seconds),
-            deletion_poll: Duration::from_secs(1),
+            deletion_poll: Duration::from_millis(200),
         },
         repair,
     )
