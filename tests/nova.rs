@@ -345,7 +345,9 @@ async fn a_lease_gives_its_project_its_host_through_blazar_filter_and_nobody_els
     assert!(nova.servers_on(a).await.is_empty());
     assert!(nova.aggregate_by_name(&res).await.is_none());
     assert_eq!(freepool(&nova).await, vec![a.clone(), b.clone()]);
-    println!(
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
         "nova timing: 1 host with 1 server: start {:.3} s, snapshot {:.3} s, end {:.3} s",
         start_wall.as_secs_f64(),
         snapshot_wall.as_secs_f64(),
@@ -382,7 +384,9 @@ async fn every_host_starts_and_ends_in_one_lease() {
     assert_eq!(lease_of(&app, &lease_id).await["status"], "TERMINATED");
     assert_eq!(freepool(&nova).await, all);
     assert!(nova.aggregate_by_name(&res).await.is_none());
-    println!(
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
         "nova timing: {n} hosts: start {:.3} s, end {:.3} s",
         start_wall.as_secs_f64(),
         end_wall.as_secs_f64()

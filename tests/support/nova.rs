@@ -160,7 +160,11 @@ fn launch() -> Nova {
         .unwrap_or_else(|| panic!("{}", failure("harness start", &out)));
     let nova = Nova::from_state(started, venv);
     register_exit_stop(&nova);
-    eprintln!(
+    // Straight to the file descriptor, so that CI's log shows Nova's start-up time (the test
+    // harness would swallow eprintln! of a passing test).
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
         "nova: virtualenvs ready in {:.1} s; {}",
         t_venv.as_secs_f64(),
         String::from_utf8_lossy(&out.stderr)
