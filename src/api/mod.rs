@@ -3,6 +3,7 @@
 //! poem-openapi is the single source of the spec served at /openapi.json (see docs/architecture.md
 //! for why not utoipa). Every operation has a stable operationId and exactly one 2xx response.
 
+pub mod capacity;
 pub mod error;
 pub mod health;
 pub mod hosts;
@@ -33,6 +34,7 @@ pub enum ApiTags {
 
 pub type Apis = (
     leases::LeasesApi,
+    capacity::CapacityApi,
     hosts::HostsApi,
     plugins::PluginsApi,
     versions::VersionsApi,
@@ -54,6 +56,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             leases::LeasesApi,
+            capacity::CapacityApi,
             hosts::HostsApi,
             plugins::PluginsApi,
             versions::VersionsApi,

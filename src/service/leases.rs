@@ -275,8 +275,21 @@ impl Services {
                 .map(|r| NeedSpec::new(&r.filter, r.min as usize, r.max as usize))
                 .collect();
             let bounds: Vec<(i32, i32)> = req.reservations.iter().map(|r| (r.min, r.max)).collect();
-            self.choose_hosts(&txn, now, (req.start, req.end), None, &needs, &bounds)
-                .await?
+            let chosen = self
+                .choose_hosts(&txn, now, (req.start, req.end), None, &needs, &bounds)
+                .await;
+            drop(needs);
+            match chosen {
+                Ok(chosen) => chosen,
+                Err(DomainError::NotEnoughHostsAvailable(_)) => {
+                    // Nothing was written: let go of the write turn, then say what stands in
+                    // the way, as a plan would.
+                    drop(txn);
+                    let why = self.explain_shortage(caller, &req, now).await?;
+                    return Err(DomainError::NotEnoughHostsAvailable(why));
+                }
+                Err(e) => return Err(e),
+            }
         };
 
         let lease = lease::Model {
@@ -1078,15 +1091,16 @@ fn plan_error(
     end: NaiveDateTime,
 ) -> DomainError {
     match e {
-        PlanError::Shortage { index, shortage } => DomainError::NotEnoughHostsAvailable {
-            reservation: index,
-            min: bounds[index].0,
-            max: bounds[index].1,
-            matching: shortage.matching,
-            free: shortage.free,
-            start: format_lease_date(start),
-            end: format_lease_date(end),
-        },
+        PlanError::Shortage { index, shortage } => DomainError::NotEnoughHostsAvailable(format!(
+            "reservation {index} asks for {} to {} hosts; {} match its filters and {} of them \
+             are free from {} to {}",
+            bounds[index].0,
+            bounds[index].1,
+            shortage.matching,
+            shortage.free,
+            format_lease_date(start),
+            format_lease_date(end)
+        )),
         PlanError::HeldHostLost { index, host, why } => DomainError::CantUpdateParameter(format!(
             "Reservation {index} is active and its host {host} {why}; the update is refused"
         )),
