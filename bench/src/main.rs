@@ -528,6 +528,7 @@ async fn measure(
             OpKind::ListPage,
             OpKind::List1000,
             OpKind::HostList,
+            OpKind::Availability,
         ] {
             if !want(kind) {
                 continue;

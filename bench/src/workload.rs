@@ -340,13 +340,15 @@ pub enum OpKind {
     Update,
     Delete,
     HostList,
+    /// Free windows of 4 hosts for a day among the 50% (GPU) hosts, as a member.
+    Availability,
     /// Loading: enrol host `i` / create loaded lease `j`.
     LoadHost,
     LoadLease,
 }
 
 impl OpKind {
-    pub const MEASURED: [OpKind; 8] = [
+    pub const MEASURED: [OpKind; 9] = [
         OpKind::Create1,
         OpKind::Create50,
         OpKind::Show,
@@ -355,6 +357,7 @@ impl OpKind {
         OpKind::Update,
         OpKind::Delete,
         OpKind::HostList,
+        OpKind::Availability,
     ];
 
     /// The name accepted by `--ops`.
@@ -368,6 +371,7 @@ impl OpKind {
             OpKind::Update => "update",
             OpKind::Delete => "delete",
             OpKind::HostList => "host_list",
+            OpKind::Availability => "availability",
             OpKind::LoadHost => "load_hosts",
             OpKind::LoadLease => "load_leases",
         }
@@ -384,10 +388,24 @@ impl OpKind {
             OpKind::Update => "lease update (+1 day)",
             OpKind::Delete => "lease delete",
             OpKind::HostList => "host list (all hosts)",
+            OpKind::Availability => "availability, filter 50%, 4 hosts x 1 day",
             OpKind::LoadHost => "load: host enrol",
             OpKind::LoadLease => "load: lease create",
         }
     }
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Everything one row's workers need.
@@ -489,6 +507,19 @@ impl Job {
             OpKind::HostList => {
                 api.get_all_pages(HOST_LIST_URL, &admin).await?;
                 Ok(None)
+            }
+            OpKind::Availability => {
+                // A different `after` each time, over the loaded year.
+                let after = self.data.base + TimeDelta::minutes((i as i64 * 797) % YEAR_MINUTES);
+                let url = format!(
+                    "/v1/os-hosts/availability?resource_properties={}&min=4&duration=PT24H&after={}&limit=5",
+                    encode(FILTER_50PCT),
+                    encode(&fmt_date(after))
+                );
+                let r = api
+                    .call(Method::GET, &url, &Who::Member("bench-measure".into()), None)
+                    .await?;
+                if r.ok() { Ok(None) } else { Err(r.describe()) }
             }
             OpKind::Update => {
                 let n = self.loaded.len();
