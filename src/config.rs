@@ -103,6 +103,9 @@ pub struct Settings {
     /// Seconds between polls of the compute services' health (upstream
     /// `[physical:host] polling_interval`); 0 turns it off.
     pub health_interval_seconds: u64,
+    /// How far ahead plans look for the earliest start that fits, and the longest range an
+    /// availability or calendar query may span, in days.
+    pub plan_horizon_days: u32,
 }
 
 impl Default for Settings {
@@ -154,6 +157,7 @@ impl Default for Settings {
             nova_retry_deadline_seconds: 600,
             reconcile_interval_seconds: 300,
             health_interval_seconds: 60,
+            plan_horizon_days: 365,
         }
     }
 }
@@ -312,6 +316,9 @@ pub struct SettingsLayer {
     /// Seconds between health polls of the compute services; 0 = off [default: 60]
     #[arg(long, global = true, env = "BLAZAR_HEALTH_INTERVAL_SECONDS")]
     pub health_interval_seconds: Option<u64>,
+    /// Days plans and availability searches look ahead [default: 365]
+    #[arg(long, global = true, env = "BLAZAR_PLAN_HORIZON_DAYS")]
+    pub plan_horizon_days: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -415,7 +422,8 @@ impl Settings {
             server_deletion_timeout_seconds,
             nova_retry_deadline_seconds,
             reconcile_interval_seconds,
-            health_interval_seconds
+            health_interval_seconds,
+            plan_horizon_days
         );
     }
 
@@ -496,6 +504,12 @@ impl Settings {
             });
         }
         self.validate_nova()?;
+        if !(1..=3650).contains(&self.plan_horizon_days) {
+            return Err(ConfigError::Invalid {
+                name: "plan_horizon_days",
+                message: "must be between 1 and 3650".into(),
+            });
+        }
         if self.db_max_connections == 0 {
             return Err(ConfigError::Invalid {
                 name: "db_max_connections",

@@ -1,6 +1,8 @@
 //! The HTTP suite of tests/api/ again, each test on a fresh PostgreSQL database on the server named
 //! by BLAZAR_TEST_DATABASE_URL (.ci/run sets it). Without it, each test says it is skipped.
 
+#[path = "api/capacity.rs"]
+mod capacity;
 #[path = "api/concurrency.rs"]
 mod concurrency;
 #[path = "api/contract.rs"]

@@ -116,7 +116,7 @@ impl From<DomainError> for ApiError {
             | E::HostNotFound(_)
             | E::PropertyNotFound(_)
             | E::HostNotInNova(_) => StatusCode::NOT_FOUND,
-            E::NotEnoughHostsAvailable { .. }
+            E::NotEnoughHostsAvailable(_)
             | E::InvalidStatus(_)
             | E::CantUpdateParameter(_)
             | E::CantDeleteHost(_)

@@ -4,6 +4,7 @@
 //! for why not utoipa). Every operation has a stable operationId and exactly one 2xx response.
 
 pub mod calendar;
+pub mod capacity;
 pub mod error;
 pub mod health;
 pub mod hosts;
@@ -34,6 +35,7 @@ pub enum ApiTags {
 
 pub type Apis = (
     leases::LeasesApi,
+    capacity::CapacityApi,
     hosts::HostsApi,
     plugins::PluginsApi,
     versions::VersionsApi,
@@ -55,6 +57,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             leases::LeasesApi,
+            capacity::CapacityApi,
             hosts::HostsApi,
             plugins::PluginsApi,
             versions::VersionsApi,

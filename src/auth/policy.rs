@@ -24,6 +24,13 @@ pub const DEFAULT_RULES: &[(&str, &str)] = &[
     ("blazar:leases:post", "rule:project_member_or_admin"),
     ("blazar:leases:put", "rule:project_member_or_admin"),
     ("blazar:leases:delete", "rule:project_member_or_admin"),
+    // Capacity planning (extensions): any member may ask; what they see of others is limited.
+    ("blazar:leases:plan", "rule:project_member_or_admin"),
+    (
+        "blazar:oshosts:availability",
+        "rule:project_member_or_admin",
+    ),
+    ("blazar:oshosts:calendar", "rule:project_member_or_admin"),
     ("blazar:oshosts:get", "rule:admin"),
     ("blazar:oshosts:post", "rule:admin"),
     ("blazar:oshosts:put", "rule:admin"),

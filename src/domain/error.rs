@@ -40,19 +40,9 @@ pub enum DomainError {
     #[error("Resource property {0} not found")]
     PropertyNotFound(String),
 
-    #[error(
-        "Not enough hosts available: reservation {reservation} asks for {min} to {max} hosts; \
-         {matching} match its filters and {free} of them are free from {start} to {end}"
-    )]
-    NotEnoughHostsAvailable {
-        reservation: usize,
-        min: i32,
-        max: i32,
-        matching: usize,
-        free: usize,
-        start: String,
-        end: String,
-    },
+    /// Upstream's text first (clients match on it), then what stands in the way.
+    #[error("Not enough hosts available: {0}")]
+    NotEnoughHostsAvailable(String),
     /// The operation is not allowed in the lease's current status.
     #[error("{0}")]
     InvalidStatus(String),
@@ -107,7 +97,7 @@ impl DomainError {
             Self::LeaseNotFound(_) => "LeaseNotFound",
             Self::HostNotFound(_) => "HostNotFound",
             Self::PropertyNotFound(_) => "ResourcePropertyNotFound",
-            Self::NotEnoughHostsAvailable { .. } => "NotEnoughHostsAvailable",
+            Self::NotEnoughHostsAvailable(_) => "NotEnoughHostsAvailable",
             Self::InvalidStatus(_) => "InvalidStatus",
             Self::CantUpdateParameter(_) => "CantUpdateParameter",
             Self::CantDeleteHost(_) => "CantDeleteHost",

@@ -4,6 +4,7 @@
 //! rule unit-testable and lets the service layer decide where the transaction boundaries are.
 
 pub mod allocation;
+pub mod capacity;
 pub mod dates;
 pub mod error;
 pub mod filter;

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     Caller, Services,
-    placement::{self, BookingChange},
+    placement::{self, BookingChange, World},
 };
 use crate::db::WriteTxn;
 use crate::domain::{
@@ -85,13 +85,66 @@ type EventRow = (
 );
 
 /// What one reservation needs, before its filters are matched against the hosts.
-struct NeedSpec<'a> {
-    filter: &'a Filter,
-    min: usize,
-    max: usize,
-    held: &'a [i64],
-    replan: bool,
-    keep_held: bool,
+pub(crate) struct NeedSpec<'a> {
+    pub filter: &'a Filter,
+    pub min: usize,
+    pub max: usize,
+    pub held: &'a [i64],
+    pub replan: bool,
+    pub keep_held: bool,
+}
+
+impl<'a> NeedSpec<'a> {
+    /// A reservation of a lease being created.
+    pub fn new(filter: &'a Filter, min: usize, max: usize) -> Self {
+        Self {
+            filter,
+            min,
+            max,
+            held: &[],
+            replan: true,
+            keep_held: false,
+        }
+    }
+}
+
+/// Chooses hosts for `specs` over `[start, end)` in the placement copy, ignoring the bookings of
+/// lease `except`: what create and update decide, and what a plan reports.
+pub(crate) fn plan_in(
+    w: &mut World,
+    specs: &[NeedSpec<'_>],
+    (start, end): (NaiveDateTime, NaiveDateTime),
+    except: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<Vec<Vec<i64>>, PlanError> {
+    let matching: Vec<Arc<[i64]>> = specs
+        .iter()
+        .map(|s| {
+            if s.replan {
+                w.hosts.matching(s.filter)
+            } else {
+                Arc::from([])
+            }
+        })
+        .collect();
+    let w = &*w;
+    let needs: Vec<Need<'_>> = specs
+        .iter()
+        .zip(&matching)
+        .map(|(s, m)| Need {
+            matching: m,
+            min: s.min,
+            max: s.max,
+            held: s.held,
+            replan: s.replan,
+            keep_held: s.keep_held,
+        })
+        .collect();
+    plan(
+        |h| w.busy(h, start, end, except),
+        |h| w.usage(h, now),
+        &needs,
+    )
 }
 
 /// Largest number of ids in one `IN (...)` list.
@@ -219,18 +272,24 @@ impl Services {
             let needs: Vec<NeedSpec<'_>> = req
                 .reservations
                 .iter()
-                .map(|r| NeedSpec {
-                    filter: &r.filter,
-                    min: r.min as usize,
-                    max: r.max as usize,
-                    held: &[],
-                    replan: true,
-                    keep_held: false,
-                })
+                .map(|r| NeedSpec::new(&r.filter, r.min as usize, r.max as usize))
                 .collect();
             let bounds: Vec<(i32, i32)> = req.reservations.iter().map(|r| (r.min, r.max)).collect();
-            self.choose_hosts(&txn, now, (req.start, req.end), None, &needs, &bounds)
-                .await?
+            let chosen = self
+                .choose_hosts(&txn, now, (req.start, req.end), None, &needs, &bounds)
+                .await;
+            drop(needs);
+            match chosen {
+                Ok(chosen) => chosen,
+                Err(DomainError::NotEnoughHostsAvailable(_)) => {
+                    // Nothing was written: let go of the write turn, then say what stands in
+                    // the way, as a plan would.
+                    drop(txn);
+                    let why = self.explain_shortage(caller, &req, now).await?;
+                    return Err(DomainError::NotEnoughHostsAvailable(why));
+                }
+                Err(e) => return Err(e),
+            }
         };
 
         let lease = lease::Model {
@@ -657,36 +716,7 @@ impl Services {
             self.placement.refresh(&**txn, now).await?;
             let chosen = self
                 .placement
-                .with(|w| {
-                    let matching: Vec<Arc<[i64]>> = specs
-                        .iter()
-                        .map(|s| {
-                            if s.replan {
-                                w.hosts.matching(s.filter)
-                            } else {
-                                Arc::from([])
-                            }
-                        })
-                        .collect();
-                    let w = &*w;
-                    let needs: Vec<Need<'_>> = specs
-                        .iter()
-                        .zip(&matching)
-                        .map(|(s, m)| Need {
-                            matching: m,
-                            min: s.min,
-                            max: s.max,
-                            held: s.held,
-                            replan: s.replan,
-                            keep_held: s.keep_held,
-                        })
-                        .collect();
-                    plan(
-                        |h| w.busy(h, start, end, except),
-                        |h| w.usage(h, now),
-                        &needs,
-                    )
-                })
+                .with(|w| plan_in(w, specs, (start, end), except, now))
                 .map_err(|e| plan_error(e, bounds, start, end))?;
             let picked: Vec<i64> = specs
                 .iter()
@@ -1061,15 +1091,16 @@ fn plan_error(
     end: NaiveDateTime,
 ) -> DomainError {
     match e {
-        PlanError::Shortage { index, shortage } => DomainError::NotEnoughHostsAvailable {
-            reservation: index,
-            min: bounds[index].0,
-            max: bounds[index].1,
-            matching: shortage.matching,
-            free: shortage.free,
-            start: format_lease_date(start),
-            end: format_lease_date(end),
-        },
+        PlanError::Shortage { index, shortage } => DomainError::NotEnoughHostsAvailable(format!(
+            "reservation {index} asks for {} to {} hosts; {} match its filters and {} of them \
+             are free from {} to {}",
+            bounds[index].0,
+            bounds[index].1,
+            shortage.matching,
+            shortage.free,
+            format_lease_date(start),
+            format_lease_date(end)
+        )),
         PlanError::HeldHostLost { index, host, why } => DomainError::CantUpdateParameter(format!(
             "Reservation {index} is active and its host {host} {why}; the update is refused"
         )),

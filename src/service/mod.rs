@@ -3,6 +3,7 @@
 //! Handlers call exactly one function here. Pure rules live in `domain`; this layer loads what the
 //! rules need, applies them with `now` from the clock, and writes the result atomically.
 
+pub mod capacity;
 pub mod facts;
 pub mod hosts;
 pub mod leases;

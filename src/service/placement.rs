@@ -113,12 +113,22 @@ impl HostIndex {
         hosts
     }
 
+    /// Every host that matches `filter`, reservable or not, in id order (not remembered: plans
+    /// and calendars ask for it, creates do not).
+    pub fn matching_any(&self, filter: &Filter) -> Vec<i64> {
+        self.scan_where(filter, false)
+    }
+
     fn scan(&self, filter: &Filter) -> Vec<i64> {
+        self.scan_where(filter, true)
+    }
+
+    fn scan_where(&self, filter: &Filter, reservable_only: bool) -> Vec<i64> {
         let compiled = filter.compile(&|k: &str| self.keys.get(k).copied());
         self.rows
             .iter()
             .filter(|row| {
-                row.reservable
+                (row.reservable || !reservable_only)
                     && compiled.matches(&|key: u32| {
                         row.attrs
                             .binary_search_by_key(&key, |(k, _)| *k)
@@ -224,6 +234,20 @@ impl World {
         })
     }
 
+    /// The bookings of `host` that end after the copy's horizon, sorted by start (and so by
+    /// end: they never overlap).
+    pub fn bookings_of(&self, host: i64) -> &[Booking] {
+        self.bookings.get(&host).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The host `id` with its capabilities.
+    pub fn record(&self, id: i64) -> Option<&HostRecord> {
+        self.inventory
+            .binary_search_by_key(&id, |r| r.host.id)
+            .ok()
+            .map(|i| &self.inventory[i])
+    }
+
     /// Current and future bookings of `host`.
     pub fn usage(&self, host: i64, now: NaiveDateTime) -> u64 {
         self.bookings.get(&host).map_or(0, |list| {
@@ -302,6 +326,75 @@ impl PlacementCache {
             (None, _, _) => unreachable!("an empty cache reloads both parts"),
         }
         Ok(())
+    }
+
+    /// Brings the copy up to `conn`'s snapshot for a reader (plans, availability, calendars,
+    /// which never take the write turn): what is older than the snapshot is loaded, and what is
+    /// newer (a writer moved it forward meanwhile) is kept, as [`PlacementCache::inventory`]
+    /// does.
+    pub async fn refresh_for_read(
+        &self,
+        conn: &impl ConnectionTrait,
+        now: NaiveDateTime,
+    ) -> Result<(), DbErr> {
+        let versions = versions(conn).await?;
+        // Twice at most: a writer may drop the copy while we read (a failed commit).
+        for _ in 0..2 {
+            let (hosts_old, bookings_old) = {
+                let w = self.world.lock().expect("placement cache");
+                match w.as_ref() {
+                    None => (true, true),
+                    Some(w) => (
+                        w.hosts_version < versions.hosts,
+                        w.bookings_version < versions.bookings,
+                    ),
+                }
+            };
+            let hosts = if hosts_old {
+                let inventory: Arc<[HostRecord]> = load_inventory(conn).await?.into();
+                Some((HostIndex::build(&inventory), inventory))
+            } else {
+                None
+            };
+            let bookings = if bookings_old {
+                Some(load_bookings(conn, now - BOOKING_HORIZON).await?)
+            } else {
+                None
+            };
+            let mut w = self.world.lock().expect("placement cache");
+            match (w.as_mut(), hosts, bookings) {
+                (Some(world), hosts, bookings) => {
+                    if let Some((index, inventory)) = hosts
+                        && world.hosts_version < versions.hosts
+                    {
+                        world.hosts = index;
+                        world.inventory = inventory;
+                        world.hosts_version = versions.hosts;
+                    }
+                    if let Some(b) = bookings
+                        && world.bookings_version < versions.bookings
+                    {
+                        world.bookings = b;
+                        world.bookings_version = versions.bookings;
+                    }
+                    return Ok(());
+                }
+                (None, Some((index, inventory)), Some(bookings)) => {
+                    *w = Some(World {
+                        hosts_version: versions.hosts,
+                        bookings_version: versions.bookings,
+                        hosts: index,
+                        inventory,
+                        bookings,
+                    });
+                    return Ok(());
+                }
+                (None, _, _) => continue,
+            }
+        }
+        Err(DbErr::Custom(
+            "the placement copy was dropped twice while being read".into(),
+        ))
     }
 
     /// Every host with its capabilities, in id order, as `conn`'s snapshot sees them: from the

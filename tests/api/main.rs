@@ -2,6 +2,7 @@
 //! drives it over HTTP, with a manual clock so that dates are exact. tests/api_postgres.rs runs
 //! the same modules on PostgreSQL: add a new module to both files.
 
+mod capacity;
 mod concurrency;
 mod contract;
 mod errors;
