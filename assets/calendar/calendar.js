@@ -21,6 +21,7 @@ const state = {
   filters: { resource: '', hypervisor: '' },
   calendar: null, // the last answer of getCalendar, or null after an error
   windows: [], // the last answer of findAvailability
+  picked: null, // the window whose lease the form proposes
   slot: null, // what found those windows: { min, max, filters }
   loads: 0, // requests of the calendar so far: a late answer of an older one is dropped
 };
@@ -219,7 +220,7 @@ function render() {
     // Admins get each window's hosts: the window is marked on exactly those rows.
     for (const w of state.windows) {
       if (!w.hosts?.includes(host.id)) continue;
-      const mark = el('div', 'slot');
+      const mark = el('div', w === state.picked ? 'slot picked' : 'slot');
       mark.title = `free: ${windowText(w)}`;
       if (place(mark, parseDate(w.start_date), parseDate(w.end_date), r)) track.append(mark);
     }
@@ -230,7 +231,7 @@ function render() {
   const bands = el('div', 'bands');
   for (const w of state.windows) {
     if (w.hosts) continue;
-    const band = el('div', 'band');
+    const band = el('div', w === state.picked ? 'band picked' : 'band');
     band.title = `${w.count} host(s) free: ${windowText(w)}`;
     if (place(band, parseDate(w.start_date), parseDate(w.end_date), r)) bands.append(band);
   }
@@ -369,9 +370,9 @@ function pickWindow(w) {
   $('lease-max').value = max ? w.count : min;
   $('lease-resource').value = filters.resource;
   $('lease-hypervisor').value = filters.hypervisor;
-  for (const b of document.querySelectorAll('#windows .window')) b.classList.remove('picked');
-  const picked = [...document.querySelectorAll('#windows .window')][state.windows.indexOf(w)];
-  picked?.classList.add('picked');
+  state.picked = w;
+  [...document.querySelectorAll('#windows .window')].forEach((b, i) => b.classList.toggle('picked', state.windows[i] === w));
+  render();
   $('lease-name').focus();
 }
 
