@@ -102,7 +102,7 @@ async function main() {
     executablePath,
     headless: true,
     timeout: STEP_MS,
-    viewport: { width: 1400, height: 900 },
+    viewport: { width: 1400, height: 720 },
     // The flags known to work as root on a machine without internet access (see
     // /work/shared/stack-notes.md and tests/browser/swagger_ui.mjs).
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -198,8 +198,8 @@ async function main() {
       await reload(() => page.click('#auth-form button[type="submit"]'));
     }
     /** Finds windows with the form; checks they are those of a direct call; returns them. */
-    async function findSlot(what, who) {
-      const params = { min: '2', duration: 'PT4H', after: formatDate(MONDAY), resource_properties: await page.inputValue('#resource-filter') };
+    async function findSlot(what, who, min = '2') {
+      const params = { min, duration: 'PT4H', after: formatDate(MONDAY), resource_properties: await page.inputValue('#resource-filter') };
       await page.fill('#slot-min', params.min);
       await page.fill('#slot-max', '');
       await page.fill('#slot-duration', params.duration);
@@ -354,7 +354,19 @@ async function main() {
     const rows = await readRows();
     const named = rows.flatMap((r) => r.bars.filter((b) => b === 'page-lease'));
     if (named.length !== 2) fail(`the admin sees ${named.length} bar(s) named page-lease, want 2`);
-    await findSlot('admin, find 2 hosts for PT4H', null);
+    // Three hosts: several windows in the week, marked on the rows of the hosts free in each.
+    const last = await findSlot('admin, find 3 hosts for PT4H', null, '3');
+    const lastRows = await readRows();
+    for (const row of lastRows) {
+      const want = last.inView.filter((x) => x.hosts.includes(row.hostId)).length;
+      if (row.slots !== want) fail(`admin: row ${row.label} marks ${row.slots} window(s), want ${want}`);
+    }
+    // The second window picked (not created): the lease form's proposal is in the screenshot.
+    const second = last.windows[1] ?? last.windows[0];
+    await page.click(`#windows .window >> nth=${last.windows.indexOf(second)}`);
+    expectSame('the lease form the second window fills',
+      [await page.inputValue('#lease-start'), await page.inputValue('#lease-min'), await page.inputValue('#lease-max'), await page.inputValue('#lease-resource')],
+      [formatDate(parseDate(second.start_date)), '3', '3', '']);
     if (await page.$eval('#identity', (d) => d.open)) await page.click('#identity summary');
     if (problems.length) fail(`the page reported problems:\n  ${problems.join('\n  ')}`);
     if (offsite.length) fail(`the page asked other hosts for: ${offsite.join(', ')}`);
