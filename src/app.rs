@@ -64,6 +64,7 @@ pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
         .at("/openapi.json", api.spec_endpoint())
         .at("/openapi.yaml", api.spec_endpoint_yaml())
         .nest("/docs", api.swagger_ui())
+        .nest("/calendar", api::calendar::routes())
         .nest("/", api)
         .data(services)
         .with(CatchPanic::new())
