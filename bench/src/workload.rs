@@ -517,7 +517,12 @@ impl Job {
                     encode(&fmt_date(after))
                 );
                 let r = api
-                    .call(Method::GET, &url, &Who::Member("bench-measure".into()), None)
+                    .call(
+                        Method::GET,
+                        &url,
+                        &Who::Member("bench-measure".into()),
+                        None,
+                    )
                     .await?;
                 if r.ok() { Ok(None) } else { Err(r.describe()) }
             }

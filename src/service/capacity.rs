@@ -276,10 +276,13 @@ impl Services {
         let txn = self.db.read().await?;
         self.placement.refresh_for_read(&txn, now).await?;
         txn.commit().await?;
-        let windows: Vec<Window> = self.placement.with(|w| {
+        // Only the copying happens under the copy's lock (creates wait for it); the sweep runs
+        // outside, so that concurrent searches share the cores.
+        let spans = self.placement.with(|w| {
             let matching = w.hosts.matching(&filter.filter);
-            windows_of(w, &matching, &search)
+            spans_in(w, &matching, &search)
         });
+        let windows = sweep(&spans, &search);
         let admin = self.is_admin(caller);
         Ok(windows
             .into_iter()
@@ -412,20 +415,33 @@ impl Services {
     }
 }
 
-/// The bookings of `hosts` as spans, for the sweep.
-fn spans_of(w: &World, host: i64) -> Vec<Span> {
-    w.bookings_of(host)
+/// The bookings of `hosts` overlapping the search range, as spans for the sweep.
+fn spans_in(w: &World, hosts: &[i64], search: &Search) -> Vec<(i64, Vec<Span>)> {
+    hosts
         .iter()
-        .map(|b| Span {
-            start: b.start,
-            end: b.end,
+        .map(|h| {
+            let list = w.bookings_of(*h);
+            let first = list.partition_point(|b| b.end <= search.after);
+            let spans = list[first..]
+                .iter()
+                .take_while(|b| b.start < search.before)
+                .map(|b| Span {
+                    start: b.start,
+                    end: b.end,
+                })
+                .collect();
+            (*h, spans)
         })
         .collect()
 }
 
-fn windows_of(w: &World, hosts: &[i64], search: &Search) -> Vec<Window> {
-    let spans: Vec<(i64, Vec<Span>)> = hosts.iter().map(|h| (*h, spans_of(w, *h))).collect();
+fn sweep(spans: &[(i64, Vec<Span>)], search: &Search) -> Vec<Window> {
     capacity::free_windows(spans.iter().map(|(h, s)| (*h, s.as_slice())), search)
+}
+
+/// The free windows among `hosts` (under the copy's lock).
+fn windows_of(w: &World, hosts: &[i64], search: &Search) -> Vec<Window> {
+    sweep(&spans_in(w, hosts, search), search)
 }
 
 /// How one reservation stands in the copy: its matching hosts, how many may be reserved and are
