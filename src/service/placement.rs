@@ -290,17 +290,7 @@ impl PlacementCache {
                 ),
             }
         };
-        let hosts = if hosts_stale {
-            let inventory: Arc<[HostRecord]> = load_inventory(conn).await?.into();
-            Some((HostIndex::build(&inventory), inventory))
-        } else {
-            None
-        };
-        let bookings = if bookings_stale {
-            Some(load_bookings(conn, now - BOOKING_HORIZON).await?)
-        } else {
-            None
-        };
+        let (hosts, bookings) = load_parts(conn, hosts_stale, bookings_stale, now).await?;
         let mut w = self.world.lock().expect("placement cache");
         match (w.as_mut(), hosts, bookings) {
             (Some(world), hosts, bookings) => {
@@ -350,17 +340,7 @@ impl PlacementCache {
                     ),
                 }
             };
-            let hosts = if hosts_old {
-                let inventory: Arc<[HostRecord]> = load_inventory(conn).await?.into();
-                Some((HostIndex::build(&inventory), inventory))
-            } else {
-                None
-            };
-            let bookings = if bookings_old {
-                Some(load_bookings(conn, now - BOOKING_HORIZON).await?)
-            } else {
-                None
-            };
+            let (hosts, bookings) = load_parts(conn, hosts_old, bookings_old, now).await?;
             let mut w = self.world.lock().expect("placement cache");
             match (w.as_mut(), hosts, bookings) {
                 (Some(world), hosts, bookings) => {
@@ -489,6 +469,29 @@ impl PlacementCache {
     pub fn forget(&self) {
         *self.world.lock().expect("placement cache") = None;
     }
+}
+
+type HostsPart = (HostIndex, Arc<[HostRecord]>);
+
+/// The parts of the copy asked for, read from `conn`.
+async fn load_parts(
+    conn: &impl ConnectionTrait,
+    hosts: bool,
+    bookings: bool,
+    now: NaiveDateTime,
+) -> Result<(Option<HostsPart>, Option<HashMap<i64, Vec<Booking>>>), DbErr> {
+    let hosts = if hosts {
+        let inventory: Arc<[HostRecord]> = load_inventory(conn).await?.into();
+        Some((HostIndex::build(&inventory), inventory))
+    } else {
+        None
+    };
+    let bookings = if bookings {
+        Some(load_bookings(conn, now - BOOKING_HORIZON).await?)
+    } else {
+        None
+    };
+    Ok((hosts, bookings))
 }
 
 async fn versions(conn: &impl ConnectionTrait) -> Result<placement_version::Model, DbErr> {
