@@ -30,6 +30,21 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 use support::{TestApp, python_env, spawn_live, spawn_manual, t0};
 
+/// This test's turn on the shared Nova, from a clean slate (no servers, no aggregates).
+async fn clean_nova() -> (tokio::sync::MutexGuard<'static, ()>, std::sync::Arc<Nova>) {
+    let turn = nova::exclusive().await;
+    let nova = nova::shared().await;
+    nova.reset().await;
+    (turn, nova)
+}
+
+/// A figure for the log: straight to the file descriptor, so that CI's log shows it (the test
+/// harness would swallow println! of a passing test).
+fn report(line: String) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Settings that point our server at the test Nova (its noauth API).
 fn nova_mode(s: &mut Settings, nova: &Nova) {
     s.resource_driver = "nova".into();
@@ -157,9 +172,7 @@ async fn actions_on(nova: &Nova, id: &Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolment_by_name_takes_nova_facts_and_joins_the_freepool() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let app = app(&nova).await;
     let [a, b] = [&nova.hosts[0], &nova.hosts[1]];
 
@@ -257,9 +270,7 @@ async fn enrolment_by_name_takes_nova_facts_and_joins_the_freepool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_gives_its_project_its_host_through_blazar_filter_and_nobody_else() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let app = app(&nova).await;
     let [a, b] = [&nova.hosts[0], &nova.hosts[1]];
     enrol(&app, a, json!({"gpu": "true"})).await;
@@ -345,21 +356,17 @@ async fn a_lease_gives_its_project_its_host_through_blazar_filter_and_nobody_els
     assert!(nova.servers_on(a).await.is_empty());
     assert!(nova.aggregate_by_name(&res).await.is_none());
     assert_eq!(freepool(&nova).await, vec![a.clone(), b.clone()]);
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
+    report(format!(
         "nova timing: 1 host with 1 server: start {:.3} s, snapshot {:.3} s, end {:.3} s",
         start_wall.as_secs_f64(),
         snapshot_wall.as_secs_f64(),
         end_wall.as_secs_f64()
-    );
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_host_starts_and_ends_in_one_lease() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let app = app(&nova).await;
     for h in &nova.hosts {
         enrol(&app, h, json!({})).await;
@@ -384,20 +391,16 @@ async fn every_host_starts_and_ends_in_one_lease() {
     assert_eq!(lease_of(&app, &lease_id).await["status"], "TERMINATED");
     assert_eq!(freepool(&nova).await, all);
     assert!(nova.aggregate_by_name(&res).await.is_none());
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
+    report(format!(
         "nova timing: {n} hosts: start {:.3} s, end {:.3} s",
         start_wall.as_secs_f64(),
         end_wall.as_secs_f64()
-    );
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nova_down_at_start_then_back_starts_the_lease_with_one_add_per_host() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let app = spawn_manual(|s| {
         nova_mode(s, &nova);
         s.nova_retries = 1;
@@ -473,9 +476,7 @@ async fn nova_down_at_start_then_back_starts_the_lease_with_one_add_per_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nova_down_past_the_deadline_is_an_error_with_the_reason() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let app = spawn_manual(|s| {
         nova_mode(s, &nova);
         s.nova_retries = 0;
@@ -505,9 +506,7 @@ async fn nova_down_past_the_deadline_is_an_error_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_nova_and_the_record_converges_after_restart() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let dir = tempfile::tempdir().unwrap();
     let db = process::sqlite_url(&dir.path().join("blazar.db"));
     let log = dir.path().join("server.log");
@@ -628,9 +627,7 @@ async fn a_kill_between_nova_and_the_record_converges_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_moves_hosts_into_and_out_of_a_running_reservation_at_once() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let app = app(&nova).await;
     let [a, b] = [&nova.hosts[0], &nova.hosts[1]];
     enrol(&app, a, json!({})).await;
@@ -670,9 +667,7 @@ async fn an_update_moves_hosts_into_and_out_of_a_running_reservation_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_repairs_what_changed_behind_our_back() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let app = app(&nova).await;
     let [a, b] = [&nova.hosts[0], &nova.hosts[1]];
     enrol(&app, a, json!({})).await;
@@ -767,9 +762,7 @@ async fn reconciliation_repairs_what_changed_behind_our_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_or_disabled_compute_service_makes_its_host_unreservable() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let app = app(&nova).await;
     let [a, b] = [&nova.hosts[0], &nova.hosts[1]];
     enrol(&app, a, json!({})).await;
@@ -820,9 +813,7 @@ fn blazar(venv: &std::path::Path, endpoint: &str, args: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blazar_cli_enrols_by_name_and_leases_unchanged_in_nova_mode() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let packages: Vec<&'static str> = include_str!("clients/requirements.txt")
         .lines()
         .map(str::trim)
@@ -911,9 +902,7 @@ async fn the_blazar_cli_enrols_by_name_and_leases_unchanged_in_nova_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keystone_mode_finds_nova_in_the_catalog_with_the_service_token() {
-    let _turn = nova::exclusive().await;
-    let nova = nova::shared().await;
-    nova.reset().await;
+    let (_turn, nova) = clean_nova().await;
     let ks = keystone::shared().await;
     let compute = nova
         .start_keystone_api(
