@@ -45,6 +45,16 @@ fn report(line: String) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// An admin's action on aggregate `id` straight in Nova (a change behind our server's back).
+async fn aggregate_action(nova: &Nova, id: &Value, body: Value) {
+    nova.admin(
+        Method::POST,
+        &format!("/os-aggregates/{id}/action"),
+        Some(body),
+    )
+    .await;
+}
+
 /// Settings that point our server at the test Nova (its noauth API).
 fn nova_mode(s: &mut Settings, nova: &Nova) {
     s.resource_driver = "nova".into();
@@ -681,12 +691,7 @@ async fn reconciliation_repairs_what_changed_behind_our_back() {
     // An operator takes b out of the freepool; a failed end left a in a dead reservation's
     // aggregate, with a server on it.
     let fp = nova.aggregate_by_name("freepool").await.unwrap();
-    nova.admin(
-        Method::POST,
-        &format!("/os-aggregates/{}/action", fp["id"]),
-        Some(json!({"remove_host": {"host": b}})),
-    )
-    .await;
+    aggregate_action(&nova, &fp["id"], json!({"remove_host": {"host": b}})).await;
     let dead = uuid::Uuid::new_v4().to_string();
     let stale = nova
         .admin(
@@ -698,24 +703,14 @@ async fn reconciliation_repairs_what_changed_behind_our_back() {
         )
         .await;
     let stale_id = stale["aggregate"]["id"].clone();
-    nova.admin(
-        Method::POST,
-        &format!("/os-aggregates/{stale_id}/action"),
-        Some(json!({"set_metadata": {"metadata": {"blazar:owner": "gamma"}}})),
+    aggregate_action(
+        &nova,
+        &stale_id,
+        json!({"set_metadata": {"metadata": {"blazar:owner": "gamma"}}}),
     )
     .await;
-    nova.admin(
-        Method::POST,
-        &format!("/os-aggregates/{stale_id}/action"),
-        Some(json!({"add_host": {"host": a}})),
-    )
-    .await;
-    nova.admin(
-        Method::POST,
-        &format!("/os-aggregates/{}/action", fp["id"]),
-        Some(json!({"remove_host": {"host": a}})),
-    )
-    .await;
+    aggregate_action(&nova, &stale_id, json!({"add_host": {"host": a}})).await;
+    aggregate_action(&nova, &fp["id"], json!({"remove_host": {"host": a}})).await;
     let leftover = nova.boot("gamma", Some(&dead)).await;
     assert_eq!(leftover["OS-EXT-SRV-ATTR:host"], a.as_str(), "{leftover}");
 
@@ -739,18 +734,8 @@ async fn reconciliation_repairs_what_changed_behind_our_back() {
     assert_eq!(app.run_due().await.done, 1);
     let agg = nova.aggregate_by_name(&res).await.unwrap();
     let host = hosts_of(&agg)[0].clone();
-    nova.admin(
-        Method::POST,
-        &format!("/os-aggregates/{}/action", fp["id"]),
-        Some(json!({"add_host": {"host": host}})),
-    )
-    .await;
-    nova.admin(
-        Method::POST,
-        &format!("/os-aggregates/{}/action", agg["id"]),
-        Some(json!({"remove_host": {"host": host}})),
-    )
-    .await;
+    aggregate_action(&nova, &fp["id"], json!({"add_host": {"host": host}})).await;
+    aggregate_action(&nova, &agg["id"], json!({"remove_host": {"host": host}})).await;
     let report = sync.reconcile().await.unwrap();
     assert_eq!(report.repaired.len(), 1, "{report:?}");
     assert_eq!(

@@ -58,7 +58,6 @@ pub fn pools(
         PoolConfig {
             freepool: settings.aggregate_freepool_name.clone(),
             owner_key: settings.blazar_owner.clone(),
-            project_key: settings.project_id_key.clone(),
             az_prefix: settings.blazar_az_prefix.clone(),
             image_prefix: settings.image_prefix.clone(),
             deletion_timeout: Duration::from_secs(settings.server_deletion_timeout_seconds),

@@ -26,7 +26,6 @@ use super::client::{Aggregate, NovaClient, NovaError, Server};
 pub struct PoolConfig {
     pub freepool: String,
     pub owner_key: String,
-    pub project_key: String,
     pub az_prefix: String,
     pub image_prefix: String,
     /// Longest wait for deleted servers to be gone.

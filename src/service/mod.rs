@@ -131,16 +131,12 @@ impl Services {
     }
 
     /// The database answers and has every migration: its backend and migration count.
-    pub async fn readiness(&self) -> Result<(String, usize), crate::domain::DomainError> {
-        self.database_readiness().await
-    }
-
     /// Reconciliation with Nova, in nova mode: counters and the last outcome.
     pub fn nova_status(&self) -> Option<crate::nova::sync::SyncStatus> {
         self.nova_status.as_ref().map(|c| c.status())
     }
 
-    async fn database_readiness(&self) -> Result<(String, usize), crate::domain::DomainError> {
+    pub async fn readiness(&self) -> Result<(String, usize), crate::domain::DomainError> {
         use crate::domain::DomainError;
         self.db
             .conn()
