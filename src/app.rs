@@ -28,6 +28,7 @@ use crate::{
     clock::SharedClock,
     config::{ConfigError, Settings},
     db::Db,
+    enforcement::Enforcement,
     jobs::{
         driver::{ResourceDriver, StandaloneDriver},
         notify::{Notifier, RetryPolicy},
@@ -184,6 +185,7 @@ impl Application {
                 first_backoff: Duration::from_millis(settings.notify_backoff_ms),
             },
         );
+        let enforcement = Arc::new(Enforcement::from_settings(&settings)?);
         let repair = Arc::new(tokio::sync::Notify::new());
         let pools = settings
             .nova_mode()
@@ -213,6 +215,7 @@ impl Application {
             placement: Default::default(),
             nova_status: pools.as_ref().map(|_| Default::default()),
             repair,
+            enforcement,
         });
         let nova_sync = pools.map(|p| Arc::new(NovaSync::new(services.clone(), p)));
         if let Some(sync) = &nova_sync {

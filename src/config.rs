@@ -106,6 +106,24 @@ pub struct Settings {
     /// How far ahead plans look for the earliest start that fits, and the longest range an
     /// availability or calendar query may span, in days.
     pub plan_horizon_days: u32,
+
+    // Usage enforcement, named as upstream's `[enforcement]` options (docs/enforcement.md).
+    /// Filters run on lease create and update: `MaxLeaseDurationFilter`, `ExternalServiceFilter`.
+    pub enabled_filters: Vec<String>,
+    /// Longest lease, in seconds; -1 is no limit.
+    pub max_lease_duration: i64,
+    /// Projects whose leases may be longer than `max_lease_duration`.
+    pub max_lease_duration_exempt_project_ids: Vec<String>,
+    /// The external service's URL; each endpoint below defaults to it joined with
+    /// `check-create`, `check-update` or `on-end` (as upstream's `urljoin`).
+    pub external_service_base_endpoint: Option<String>,
+    pub external_service_check_create_endpoint: Option<String>,
+    pub external_service_check_update_endpoint: Option<String>,
+    pub external_service_on_end_endpoint: Option<String>,
+    /// Sent as `X-Auth-Token` when not empty.
+    pub external_service_token: String,
+    /// Longest wait for the external service's answer; past it, the request is refused.
+    pub external_service_timeout_seconds: u64,
 }
 
 impl Default for Settings {
@@ -158,6 +176,16 @@ impl Default for Settings {
             reconcile_interval_seconds: 300,
             health_interval_seconds: 60,
             plan_horizon_days: 365,
+
+            enabled_filters: Vec::new(),
+            max_lease_duration: -1,
+            max_lease_duration_exempt_project_ids: Vec::new(),
+            external_service_base_endpoint: None,
+            external_service_check_create_endpoint: None,
+            external_service_check_update_endpoint: None,
+            external_service_on_end_endpoint: None,
+            external_service_token: String::new(),
+            external_service_timeout_seconds: 5,
         }
     }
 }
@@ -319,6 +347,63 @@ pub struct SettingsLayer {
     /// Days plans and availability searches look ahead [default: 365]
     #[arg(long, global = true, env = "BLAZAR_PLAN_HORIZON_DAYS")]
     pub plan_horizon_days: Option<u32>,
+
+    // Usage enforcement (upstream `[enforcement]`).
+    /// Enforcement filters: MaxLeaseDurationFilter, ExternalServiceFilter [default: none]
+    #[arg(
+        long,
+        global = true,
+        env = "BLAZAR_ENABLED_FILTERS",
+        value_delimiter = ','
+    )]
+    pub enabled_filters: Option<Vec<String>>,
+    /// Longest lease in seconds; -1 = no limit [default: -1]
+    #[arg(
+        long,
+        global = true,
+        env = "BLAZAR_MAX_LEASE_DURATION",
+        allow_negative_numbers = true
+    )]
+    pub max_lease_duration: Option<i64>,
+    /// Projects exempt from the longest lease, comma-separated
+    #[arg(
+        long,
+        global = true,
+        env = "BLAZAR_MAX_LEASE_DURATION_EXEMPT_PROJECT_IDS",
+        value_delimiter = ','
+    )]
+    pub max_lease_duration_exempt_project_ids: Option<Vec<String>>,
+    /// URL of the external enforcement service
+    #[arg(long, global = true, env = "BLAZAR_EXTERNAL_SERVICE_BASE_ENDPOINT")]
+    pub external_service_base_endpoint: Option<String>,
+    /// check-create URL [default: base endpoint + check-create]
+    #[arg(
+        long,
+        global = true,
+        env = "BLAZAR_EXTERNAL_SERVICE_CHECK_CREATE_ENDPOINT"
+    )]
+    pub external_service_check_create_endpoint: Option<String>,
+    /// check-update URL [default: base endpoint + check-update]
+    #[arg(
+        long,
+        global = true,
+        env = "BLAZAR_EXTERNAL_SERVICE_CHECK_UPDATE_ENDPOINT"
+    )]
+    pub external_service_check_update_endpoint: Option<String>,
+    /// on-end URL [default: base endpoint + on-end]
+    #[arg(long, global = true, env = "BLAZAR_EXTERNAL_SERVICE_ON_END_ENDPOINT")]
+    pub external_service_on_end_endpoint: Option<String>,
+    /// X-Auth-Token sent to the external service
+    #[arg(
+        long,
+        global = true,
+        env = "BLAZAR_EXTERNAL_SERVICE_TOKEN",
+        hide_env_values = true
+    )]
+    pub external_service_token: Option<String>,
+    /// Seconds to wait for the external service before refusing [default: 5]
+    #[arg(long, global = true, env = "BLAZAR_EXTERNAL_SERVICE_TIMEOUT_SECONDS")]
+    pub external_service_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -425,6 +510,45 @@ impl Settings {
             health_interval_seconds,
             plan_horizon_days
         );
+
+        // Usage enforcement (upstream `[enforcement]`).
+        if let Some(v) = layer.enabled_filters {
+            self.enabled_filters = v;
+        }
+        if let Some(v) = layer.max_lease_duration {
+            self.max_lease_duration = v;
+        }
+        if let Some(v) = layer.max_lease_duration_exempt_project_ids {
+            self.max_lease_duration_exempt_project_ids = v;
+        }
+        for (to, from) in [
+            (
+                &mut self.external_service_base_endpoint,
+                layer.external_service_base_endpoint,
+            ),
+            (
+                &mut self.external_service_check_create_endpoint,
+                layer.external_service_check_create_endpoint,
+            ),
+            (
+                &mut self.external_service_check_update_endpoint,
+                layer.external_service_check_update_endpoint,
+            ),
+            (
+                &mut self.external_service_on_end_endpoint,
+                layer.external_service_on_end_endpoint,
+            ),
+        ] {
+            if from.is_some() {
+                *to = from;
+            }
+        }
+        if let Some(v) = layer.external_service_token {
+            self.external_service_token = v;
+        }
+        if let Some(v) = layer.external_service_timeout_seconds {
+            self.external_service_timeout_seconds = v;
+        }
     }
 
     /// Checks the values that would otherwise fail later, deep inside a request.
@@ -516,6 +640,7 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        crate::enforcement::EnforcementConfig::from_settings(self)?;
         Ok(())
     }
 }
@@ -660,5 +785,58 @@ mod tests {
         };
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("default_before_end_action"), "{err}");
+    }
+
+    #[test]
+    fn enforcement_settings_come_from_flags_and_the_file_with_upstreams_names() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: SettingsLayer,
+        }
+        let cli = Cli::try_parse_from([
+            "blazar-server",
+            "--enabled-filters",
+            "MaxLeaseDurationFilter,ExternalServiceFilter",
+            "--max-lease-duration",
+            "-1",
+            "--max-lease-duration-exempt-project-ids",
+            "P1,P2",
+            "--external-service-base-endpoint",
+            "http://es:8080/api/",
+            "--external-service-token",
+            "T",
+        ])
+        .unwrap();
+        let mut s = Settings::default();
+        s.apply(
+            SettingsLayer::from_toml_str(
+                "max_lease_duration = 3600\nexternal_service_on_end_endpoint = \"http://o/end\"\n",
+            )
+            .unwrap(),
+        );
+        assert_eq!(s.max_lease_duration, 3600);
+        s.apply(cli.settings);
+        assert_eq!(
+            s.enabled_filters,
+            ["MaxLeaseDurationFilter", "ExternalServiceFilter"]
+        );
+        assert_eq!(s.max_lease_duration, -1);
+        assert_eq!(s.max_lease_duration_exempt_project_ids, ["P1", "P2"]);
+        assert_eq!(s.external_service_token, "T");
+        assert_eq!(
+            s.external_service_on_end_endpoint.as_deref(),
+            Some("http://o/end")
+        );
+        assert_eq!(s.external_service_timeout_seconds, 5);
+        s.validate().unwrap();
+        s.enabled_filters.push("Nope".into());
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("enabled_filters")
+        );
     }
 }

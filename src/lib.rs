@@ -13,6 +13,8 @@
 //! - [`jobs`] runs the lease lifecycle: the event runner, resource drivers, notifications.
 //! - [`nova`] talks to Nova: host facts, the aggregate choreography of reservations,
 //!   reconciliation and health polling. Nothing there runs inside a database transaction.
+//! - [`enforcement`] holds upstream's usage enforcement filters: the longest lease and the
+//!   external service that may refuse creates and updates.
 //! - [`clock`] is the only place that reads the wall clock; [`config`] the layered settings.
 
 pub mod api;
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod enforcement;
 pub mod failpoint;
 pub mod jobs;
 pub mod nova;

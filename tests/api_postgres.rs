@@ -7,6 +7,8 @@ mod capacity;
 mod concurrency;
 #[path = "api/contract.rs"]
 mod contract;
+#[path = "api/enforcement.rs"]
+mod enforcement;
 #[path = "api/errors.rs"]
 mod errors;
 #[path = "support/mod.rs"]

@@ -127,6 +127,8 @@ impl From<DomainError> for ApiError {
             E::Unavailable(_) | E::NovaUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::NovaRefused(_) => StatusCode::BAD_GATEWAY,
             E::Database(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Upstream answers both enforcement refusals with 400.
+            E::MaxLeaseDuration { .. } | E::ExternalServiceDenied(_) => StatusCode::BAD_REQUEST,
         };
         // PostgreSQL's exclusion constraint caught a double booking the service did not (it
         // cannot happen while writers are serialized, but the answer must still be right).

@@ -70,6 +70,19 @@ pub enum DomainError {
     #[error("{0}")]
     NovaRefused(String),
 
+    /// Usage enforcement (upstream `MaxLeaseDurationException`): the lease is too long.
+    #[error(
+        "Lease duration of {lease_duration} seconds must be less than or equal to the maximum \
+         lease duration of {max_duration} seconds."
+    )]
+    MaxLeaseDuration {
+        lease_duration: i64,
+        max_duration: i64,
+    },
+    /// Usage enforcement: the external service refused, or gave no usable answer (fail closed).
+    #[error("{0}")]
+    ExternalServiceDenied(String),
+
     /// The database failed; the message is logged, never shown.
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -108,6 +121,8 @@ impl DomainError {
             Self::HostHavingServers(_) => "HostHavingServers",
             Self::NovaUnavailable(_) => "NovaUnavailable",
             Self::NovaRefused(_) => "NovaError",
+            Self::MaxLeaseDuration { .. } => "MaxLeaseDurationException",
+            Self::ExternalServiceDenied(_) => "ExternalServiceFilterException",
             Self::Database(_) => "DatabaseError",
             Self::Unavailable(_) => "ServiceUnavailable",
             Self::Internal(_) => "InternalError",

@@ -663,6 +663,10 @@ impl Runner {
             Some(&ev_done),
             finished,
         ));
+        if kind == EventType::EndLease && outcome == EventStatus::Done {
+            // Usage enforcement's on-end: after the commit, in a task of its own.
+            self.services.announce_end(work);
+        }
         Ok(if outcome == EventStatus::Done {
             Outcome::Done
         } else {
@@ -745,6 +749,7 @@ impl Runner {
         self.services
             .notifier
             .emit(lease_payload("lease.delete", &lease, None, finished));
+        self.services.announce_end(work);
         Ok(Outcome::Done)
     }
 

@@ -236,7 +236,7 @@ impl Services {
     }
 
     /// Refuses (403) unless `caller` may do `rule` on this (visible) lease.
-    fn authorize_on(
+    pub(crate) fn authorize_on(
         &self,
         rule: &str,
         caller: &Caller,
@@ -262,6 +262,8 @@ impl Services {
         self.authorize("blazar:leases:post", caller)?;
         let now = self.clock.now();
         let req = rules::parse_create(body, now, self.limits())?;
+        // Usage enforcement asks before the write turn (an outside call may take seconds).
+        self.enforce_create(caller, &req, now).await?;
         let stamp = truncate_to_second(now);
         let lease_id = Uuid::new_v4().to_string();
 
@@ -399,6 +401,8 @@ impl Services {
     ) -> Result<LeaseDetail, DomainError> {
         let now = self.clock.now();
         let changes = rules::parse_update(body, now)?;
+        // Usage enforcement asks before the write turn; `checked` is the lease it judged.
+        let checked = self.enforce_update(caller, id, &changes, now).await?;
         let stamp = truncate_to_second(now);
 
         let txn = self.db.write().await?;
@@ -426,63 +430,28 @@ impl Services {
         }
 
         let (start, end) = rules::plan_dates(&current, &changes, now)?;
+        if start != old.start_date || end != old.end_date {
+            self.enforcement
+                .check_duration(old.project_id.as_deref(), start, end)?;
+        }
         let stored = reservation::Entity::find()
             .filter(reservation::Column::LeaseId.eq(&old.id))
             .order_by_asc(reservation::Column::Position)
             .all(&*txn)
             .await?;
-        let known: HashSet<&str> = stored.iter().map(|r| r.id.as_str()).collect();
-        let unknown: Vec<String> = changes
-            .reservations
-            .iter()
-            .filter(|c| !known.contains(c.id.as_str()))
-            .map(|c| printable(&c.id, 40))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(DomainError::InvalidInput(format!(
-                "Please enter valid reservation IDs. Invalid reservation IDs are: {}",
-                unknown.join(", ")
+        if let Some(c) = &checked
+            && (c.lease != old || c.reservations != stored)
+        {
+            // The external service judged another version of this lease: refuse rather than
+            // store what nobody checked.
+            return Err(DomainError::InvalidStatus(format!(
+                "Lease {} changed while the enforcement service was asked; retry",
+                old.id
             )));
         }
-
         // The merged parameters of every reservation, and whether its hosts must be re-planned.
         let grew = start < old.start_date || end > old.end_date;
-        let mut merged = Vec::with_capacity(stored.len());
-        for (i, r) in stored.iter().enumerate() {
-            let change = changes.reservations.iter().find(|c| c.id == r.id);
-            if let Some(t) = change.and_then(|c| c.resource_type.as_deref())
-                && t != r.resource_type
-            {
-                return Err(DomainError::CantUpdateParameter(format!(
-                    "resource_type cannot be updated (reservation {} is {})",
-                    r.id, r.resource_type
-                )));
-            }
-            let mut next = r.clone();
-            if let Some(c) = change {
-                next.min = c.min.unwrap_or(r.min);
-                next.max = c.max.unwrap_or(r.max);
-                if let Some(h) = &c.hypervisor_properties {
-                    next.hypervisor_properties = h.clone();
-                }
-                if let Some(p) = &c.resource_properties {
-                    next.resource_properties = p.clone();
-                }
-                if let Some(b) = &c.before_end {
-                    next.before_end = b.clone();
-                }
-            }
-            rules::check_range(next.min, next.max).map_err(|e| {
-                DomainError::InvalidRange(format!("reservations[{i}]: {}", e_message(&e)))
-            })?;
-            let filter =
-                rules::parse_filters(i, &next.hypervisor_properties, &next.resource_properties)?;
-            let params_changed = next.min != r.min
-                || next.max != r.max
-                || next.hypervisor_properties != r.hypervisor_properties
-                || next.resource_properties != r.resource_properties;
-            merged.push((next, filter, params_changed || grew));
-        }
+        let merged = merge_reservations(&stored, &changes, grew)?;
 
         let held_rows = allocation::Entity::find()
             .filter(allocation::Column::LeaseId.eq(&old.id))
@@ -884,6 +853,10 @@ impl Services {
             self.commit(txn).await?;
             tracing::info!(lease_id = %lease.id, "lease deleted");
             if let Some(work) = work {
+                // As upstream, a lease deleted before its end is announced as ended.
+                if status != LeaseStatus::Terminated {
+                    self.announce_end(&work);
+                }
                 self.discard(&work).await;
             }
             self.changed("lease.delete", &lease, now).await;
@@ -977,6 +950,7 @@ impl Services {
                 self.forget_lease(&txn, &lease.id, work.host_ids()).await?;
                 self.commit(txn).await?;
                 tracing::info!(lease_id = %lease.id, "running lease deleted; its hosts returned");
+                self.announce_end(&work);
                 self.changed("lease.delete", &lease, now).await;
                 Ok(())
             }
@@ -1070,6 +1044,70 @@ impl Services {
     }
 }
 
+/// A reservation with an update's parameters, its filter, and whether its hosts are chosen again.
+pub(crate) type Merged = (reservation::Model, Filter, bool);
+
+/// Each stored reservation with the update's changes applied (in the stored order); `grew` (the
+/// window widened) re-plans them all. Refuses ids that are not the lease's and invalid values.
+pub(crate) fn merge_reservations(
+    stored: &[reservation::Model],
+    changes: &rules::LeaseChanges,
+    grew: bool,
+) -> Result<Vec<Merged>, DomainError> {
+    let known: HashSet<&str> = stored.iter().map(|r| r.id.as_str()).collect();
+    let unknown: Vec<String> = changes
+        .reservations
+        .iter()
+        .filter(|c| !known.contains(c.id.as_str()))
+        .map(|c| printable(&c.id, 40))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(DomainError::InvalidInput(format!(
+            "Please enter valid reservation IDs. Invalid reservation IDs are: {}",
+            unknown.join(", ")
+        )));
+    }
+
+    let mut merged = Vec::with_capacity(stored.len());
+    for (i, r) in stored.iter().enumerate() {
+        let change = changes.reservations.iter().find(|c| c.id == r.id);
+        if let Some(t) = change.and_then(|c| c.resource_type.as_deref())
+            && t != r.resource_type
+        {
+            return Err(DomainError::CantUpdateParameter(format!(
+                "resource_type cannot be updated (reservation {} is {})",
+                r.id, r.resource_type
+            )));
+        }
+        let mut next = r.clone();
+        if let Some(c) = change {
+            next.min = c.min.unwrap_or(r.min);
+            next.max = c.max.unwrap_or(r.max);
+            if let Some(h) = &c.hypervisor_properties {
+                next.hypervisor_properties = h.clone();
+            }
+            if let Some(p) = &c.resource_properties {
+                next.resource_properties = p.clone();
+            }
+            if let Some(b) = &c.before_end {
+                next.before_end = b.clone();
+            }
+        }
+        rules::check_range(next.min, next.max).map_err(|e| {
+            DomainError::InvalidRange(format!("reservations[{i}]: {}", e_message(&e)))
+        })?;
+        let filter =
+            rules::parse_filters(i, &next.hypervisor_properties, &next.resource_properties)?;
+        let params_changed = next.min != r.min
+            || next.max != r.max
+            || next.hypervisor_properties != r.hypervisor_properties
+            || next.resource_properties != r.resource_properties;
+        merged.push((next, filter, params_changed || grew));
+    }
+
+    Ok(merged)
+}
+
 /// Hosts that joined (`added`) and left (`released`) a running reservation in an update.
 struct HostMoves {
     reservation_id: String,
@@ -1084,7 +1122,7 @@ fn e_message(e: &DomainError) -> String {
     }
 }
 
-fn plan_error(
+pub(crate) fn plan_error(
     e: PlanError,
     bounds: &[(i32, i32)],
     start: NaiveDateTime,

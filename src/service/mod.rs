@@ -4,6 +4,7 @@
 //! rules need, applies them with `now` from the clock, and writes the result atomically.
 
 pub mod capacity;
+pub mod enforcement;
 pub mod facts;
 pub mod hosts;
 pub mod leases;
@@ -70,6 +71,8 @@ pub struct Services {
     /// Rung when Nova may have drifted from the database (a move after an update failed), so
     /// that reconciliation runs soon instead of at its next interval.
     pub repair: Arc<tokio::sync::Notify>,
+    /// Usage enforcement: the filters that may refuse creates and updates, and `on-end`.
+    pub enforcement: Arc<crate::enforcement::Enforcement>,
 }
 
 impl Services {

@@ -5,6 +5,7 @@
 mod capacity;
 mod concurrency;
 mod contract;
+mod enforcement;
 mod errors;
 #[path = "../support/mod.rs"]
 mod helpers;
