@@ -106,6 +106,10 @@ pub struct Settings {
     /// How far ahead plans look for the earliest start that fits, and the longest range an
     /// availability or calendar query may span, in days.
     pub plan_horizon_days: u32,
+    /// Serve Prometheus metrics at `GET /metrics` (docs/operations.md).
+    pub metrics_enabled: bool,
+    /// Serve `/metrics` only on this address, on a listener of its own, and not on `bind`.
+    pub metrics_bind: Option<String>,
 }
 
 impl Default for Settings {
@@ -158,6 +162,8 @@ impl Default for Settings {
             reconcile_interval_seconds: 300,
             health_interval_seconds: 60,
             plan_horizon_days: 365,
+            metrics_enabled: true,
+            metrics_bind: None,
         }
     }
 }
@@ -319,6 +325,12 @@ pub struct SettingsLayer {
     /// Days plans and availability searches look ahead [default: 365]
     #[arg(long, global = true, env = "BLAZAR_PLAN_HORIZON_DAYS")]
     pub plan_horizon_days: Option<u32>,
+    /// Serve Prometheus metrics at GET /metrics [default: true]
+    #[arg(long, global = true, env = "BLAZAR_METRICS_ENABLED")]
+    pub metrics_enabled: Option<bool>,
+    /// Serve /metrics only on this address (a second listener), not on --bind
+    #[arg(long, global = true, env = "BLAZAR_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -379,6 +391,12 @@ impl Settings {
         }
         if let Some(v) = layer.nova_region_name {
             self.nova_region_name = Some(v);
+        }
+        if let Some(v) = layer.metrics_enabled {
+            self.metrics_enabled = v;
+        }
+        if let Some(v) = layer.metrics_bind {
+            self.metrics_bind = Some(v);
         }
         macro_rules! take {
             ($($field:ident),*) => {
@@ -516,6 +534,15 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        // Port 0 (tests) picks a free port for each listener, so equal strings are fine there.
+        if let Some(addr) = &self.metrics_bind
+            && (addr.trim().is_empty() || (*addr == self.bind && !addr.ends_with(":0")))
+        {
+            return Err(ConfigError::Invalid {
+                name: "metrics_bind",
+                message: format!("{addr:?} must be an address other than bind"),
+            });
+        }
         Ok(())
     }
 }
@@ -644,6 +671,24 @@ mod tests {
         assert_eq!(s.bind, "127.0.0.1:0");
         assert_eq!(s.minutes_before_end_lease, 30);
         assert_eq!(s.database_url, Settings::default().database_url);
+    }
+
+    #[test]
+    fn metrics_settings_from_the_file() {
+        let mut s = Settings::default();
+        assert!(s.metrics_enabled);
+        s.apply(
+            SettingsLayer::from_toml_str(
+                "metrics_enabled = false\nmetrics_bind = \"127.0.0.1:9465\"\n",
+            )
+            .unwrap(),
+        );
+        assert!(!s.metrics_enabled);
+        assert_eq!(s.metrics_bind.as_deref(), Some("127.0.0.1:9465"));
+        s.validate().unwrap();
+        s.metrics_bind = Some(s.bind.clone());
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("metrics_bind"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`nova`] talks to Nova: host facts, the aggregate choreography of reservations,
 //!   reconciliation and health polling. Nothing there runs inside a database transaction.
 //! - [`clock`] is the only place that reads the wall clock; [`config`] the layered settings.
+//! - [`metrics`] is the Prometheus registry that the pipeline, the runner, the write turn and the
+//!   notifier count in, served at `/metrics`.
 
 pub mod api;
 pub mod app;
@@ -24,5 +26,6 @@ pub mod db;
 pub mod domain;
 pub mod failpoint;
 pub mod jobs;
+pub mod metrics;
 pub mod nova;
 pub mod service;

@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod facts;
 pub mod hosts;
 pub mod leases;
+pub mod metrics;
 pub mod placement;
 pub mod pools;
 
@@ -70,6 +71,8 @@ pub struct Services {
     /// Rung when Nova may have drifted from the database (a move after an update failed), so
     /// that reconciliation runs soon instead of at its next interval.
     pub repair: Arc<tokio::sync::Notify>,
+    /// The Prometheus registry (requests, events, write turns, webhooks).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Services {
