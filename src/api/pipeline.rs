@@ -10,6 +10,7 @@ use poem::{
     Endpoint, IntoResponse, Request, Response,
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
 };
+use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
 use super::error::ApiError;
@@ -249,26 +250,40 @@ impl Pipeline {
                 ),
             )
         };
-        if let Some(len) = req
+        let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            && len > self.max_body_bytes as u64
-        {
+            .and_then(|v| v.parse::<u64>().ok());
+        // A client that waits for `100 Continue` has sent nothing yet, so there is nothing to
+        // drain; one that declares more than the drain bound would be cut off anyway.
+        let drain_after_refusal = !req.headers().contains_key(header::EXPECT)
+            && declared.is_none_or(|len| len <= DRAIN_MAX_BYTES);
+        let mut body = req.take_body().into_async_read();
+        if declared.is_some_and(|len| len > self.max_body_bytes as u64) {
+            if drain_after_refusal {
+                drain(body).await;
+            }
             return Err(too_large());
         }
-        let bytes = req
-            .take_body()
-            .into_bytes_limit(self.max_body_bytes)
+        let mut bytes = Vec::new();
+        (&mut body)
+            .take(self.max_body_bytes as u64 + 1)
+            .read_to_end(&mut bytes)
             .await
-            .map_err(|e| match e {
-                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
-                other => ApiError::from_status(
+            .map_err(|e| {
+                ApiError::from_status(
                     StatusCode::BAD_REQUEST,
-                    format!("Could not read the request body: {other}"),
-                ),
+                    format!("Could not read the request body: {e}"),
+                )
             })?;
+        if bytes.len() > self.max_body_bytes {
+            if drain_after_refusal {
+                drain(body).await;
+            }
+            return Err(too_large());
+        }
+        let bytes = bytes::Bytes::from(bytes);
         let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
             bytes::Bytes::from_static(b"{}")
         } else {
@@ -317,6 +332,23 @@ impl Pipeline {
         req.set_body(bytes);
         Ok(())
     }
+}
+
+/// After a 413, at most this much more of the body is read and thrown away, for at most
+/// `DRAIN_MAX_TIME`, before the answer goes out. Clients that write their whole body before
+/// reading (Python's http.client and urllib) otherwise get "Broken pipe" or a reset instead of
+/// the envelope, because closing a socket with unread data resets the connection.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards the rest of a refused body, within the bounds above.
+async fn drain(body: impl tokio::io::AsyncRead + Unpin) {
+    let mut rest = body.take(DRAIN_MAX_BYTES);
+    let _ = tokio::time::timeout(
+        DRAIN_MAX_TIME,
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+    )
+    .await;
 }
 
 fn is_json_media_type(ct: &str) -> bool {

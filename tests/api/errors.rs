@@ -146,6 +146,82 @@ async fn bodies_over_the_limit_get_413() {
     assert_eq!(app.get("/v1/os-hosts").await.body["hosts"], json!([]));
 }
 
+/// A client that writes its whole body before reading (Python's http.client and urllib do) reads
+/// the 413 envelope instead of a broken pipe: the server drains the rest before answering.
+#[tokio::test]
+async fn a_client_that_writes_the_whole_body_first_reads_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    crate::skip_if_no_database!();
+    let app = spawn_app().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let body = vec![b' '; 10 * 1024 * 1024];
+    for chunked in [false, true] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let framing = if chunked {
+            "transfer-encoding: chunked".to_string()
+        } else {
+            format!("content-length: {}", body.len())
+        };
+        let head = format!(
+            "POST /v1/os-hosts HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             connection: close\r\n{framing}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        if chunked {
+            for part in body.chunks(64 * 1024) {
+                s.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                    .await
+                    .unwrap();
+                s.write_all(part).await.unwrap();
+                s.write_all(b"\r\n").await.unwrap();
+            }
+            s.write_all(b"0\r\n\r\n").await.unwrap();
+        } else {
+            s.write_all(&body)
+                .await
+                .unwrap_or_else(|e| panic!("writing the whole body failed: {e}"));
+        }
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "chunked={chunked}: {answer}"
+        );
+        assert!(
+            answer.contains(r#""error_name":"RequestEntityTooLarge""#),
+            "chunked={chunked}: {answer}"
+        );
+    }
+
+    // The client the issue names, as a user runs it.
+    let url = format!("{}/v1/os-hosts", app.base);
+    let script = r#"
+import json, sys, urllib.error, urllib.request
+req = urllib.request.Request(sys.argv[1], data=b" " * (10 * 1024 * 1024), method="POST",
+                             headers={"Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(req)
+    print("accepted")
+except urllib.error.HTTPError as e:
+    print(e.code, json.load(e)["error_name"])
+"#;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", script, &url])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "413 RequestEntityTooLarge",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.get("/v1/os-hosts").await.body["hosts"], json!([]));
+}
+
 #[tokio::test]
 async fn an_empty_body_is_an_empty_object() {
     crate::skip_if_no_database!();
