@@ -34,6 +34,7 @@ use crate::{
         notify::{Notifier, RetryPolicy},
         runner::{Runner, default_instance_name},
     },
+    metrics::Metrics,
     nova::{self, driver::NovaDriver, facts::NovaFacts, sync::NovaSync},
     service::{HostFactSource, Services, StandaloneFacts},
 };
@@ -53,15 +54,18 @@ pub enum AppError {
     },
 }
 
-/// The routes of the whole service, wrapped in the request pipeline.
+/// The routes of the whole service, wrapped in the request pipeline. `/metrics` is among them
+/// when metrics are on and have no address of their own.
 pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
     let api = api::openapi();
-    let pipeline = Arc::new(Pipeline {
-        max_body_bytes: services.settings.max_body_bytes,
-        auth: services.auth.clone(),
-        methods: Arc::new(AllowedMethods::from_spec(&api.spec())),
-    });
-    Route::new()
+    let methods = Arc::new(AllowedMethods::from_spec(&api.spec()));
+    let pipeline = pipeline(&services, methods);
+    let s = &services.settings;
+    let mut route = Route::new();
+    if s.metrics_enabled && s.metrics_bind.is_none() {
+        route = route.at("/metrics", poem::get(api::metrics::metrics));
+    }
+    route
         .at("/openapi.json", api.spec_endpoint())
         .at("/openapi.yaml", api.spec_endpoint_yaml())
         .nest("/docs", api.swagger_ui())
@@ -70,6 +74,27 @@ pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
         .data(services)
         .with(CatchPanic::new())
         .around(move |ep, req| api::pipeline::handle(ep, req, pipeline.clone()))
+}
+
+/// `/metrics` alone, for the listener of `metrics_bind`: the same pipeline (request ids, the
+/// error envelope, counted as an unmatched operation), nothing else.
+pub fn metrics_routes(services: Arc<Services>) -> impl Endpoint + 'static {
+    let methods = Arc::new(AllowedMethods::default());
+    let pipeline = pipeline(&services, methods);
+    Route::new()
+        .at("/metrics", poem::get(api::metrics::metrics))
+        .data(services)
+        .with(CatchPanic::new())
+        .around(move |ep, req| api::pipeline::handle(ep, req, pipeline.clone()))
+}
+
+fn pipeline(services: &Services, methods: Arc<AllowedMethods>) -> Arc<Pipeline> {
+    Arc::new(Pipeline {
+        max_body_bytes: services.settings.max_body_bytes,
+        auth: services.auth.clone(),
+        methods,
+        metrics: services.metrics.clone(),
+    })
 }
 
 /// Connects to the database and applies pending migrations.
@@ -149,6 +174,8 @@ fn authenticator(
 pub struct Application {
     addr: SocketAddr,
     acceptor: poem::listener::TcpAcceptor,
+    /// The listener of `metrics_bind`, when metrics have an address of their own.
+    metrics: Option<(SocketAddr, poem::listener::TcpAcceptor)>,
     services: Arc<Services>,
     runner: Arc<Runner>,
     nova_sync: Option<Arc<NovaSync>>,
@@ -177,13 +204,20 @@ impl Application {
         });
         let account = service_account(&settings, clock.clone());
         let auth = authenticator(&settings, account.clone(), clock.clone());
-        let db = open_database(&settings).await?;
+        // One registry for the process, with a slot for each operation of the spec.
+        let metrics = Arc::new(Metrics::new(
+            AllowedMethods::from_spec(&api::openapi().spec()).operation_ids(),
+        ));
+        let db = open_database(&settings)
+            .await?
+            .with_metrics(metrics.clone());
         let notifier = Notifier::start(
             settings.notify_urls.clone(),
             RetryPolicy {
                 max_attempts: settings.notify_max_attempts,
                 first_backoff: Duration::from_millis(settings.notify_backoff_ms),
             },
+            metrics.clone(),
         );
         let enforcement = Arc::new(Enforcement::from_settings(&settings)?);
         let repair = Arc::new(tokio::sync::Notify::new());
@@ -216,30 +250,22 @@ impl Application {
             nova_status: pools.as_ref().map(|_| Default::default()),
             repair,
             enforcement,
+            metrics,
         });
         let nova_sync = pools.map(|p| Arc::new(NovaSync::new(services.clone(), p)));
         if let Some(sync) = &nova_sync {
             sync.ensure_freepool_soon();
         }
         let runner = Arc::new(Runner::new(services.clone()));
-        let acceptor = TcpListener::bind(settings.bind.clone())
-            .into_acceptor()
-            .await
-            .map_err(|source| AppError::Bind {
-                bind: settings.bind.clone(),
-                source,
-            })?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .ok_or_else(|| AppError::Bind {
-                bind: settings.bind.clone(),
-                source: std::io::Error::other("no local address"),
-            })?;
+        let (addr, acceptor) = bind(&settings.bind).await?;
+        let metrics = match &settings.metrics_bind {
+            Some(b) if settings.metrics_enabled => Some(bind(b).await?),
+            _ => None,
+        };
         Ok(Self {
             addr,
             acceptor,
+            metrics,
             services,
             runner,
             nova_sync,
@@ -252,6 +278,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Where `/metrics` is served when `metrics_bind` gives it an address of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(a, _)| *a)
     }
 
     pub fn services(&self) -> Arc<Services> {
@@ -276,6 +307,19 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, runner = self.services.settings.runner, "serving");
         let (stop_tx, stop_rx) = watch::channel(false);
+        let metrics_server = self.metrics.map(|(addr, acceptor)| {
+            tracing::info!(%addr, "serving metrics");
+            let mut stop = stop_rx.clone();
+            tokio::spawn(
+                Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+                    metrics_routes(self.services.clone()),
+                    async move {
+                        let _ = stop.changed().await;
+                    },
+                    Some(Duration::from_secs(5)),
+                ),
+            )
+        });
         let runner = self.services.settings.runner.then(|| {
             if self.services.db.backend() == sea_orm::DbBackend::Postgres {
                 tokio::spawn(self.runner.clone().listen_for_changes(stop_rx.clone()));
@@ -302,8 +346,29 @@ impl Application {
         if let Some(task) = runner {
             let _ = task.await;
         }
+        if let Some(task) = metrics_server {
+            let _ = task.await;
+        }
         result
     }
+}
+
+/// Binds a listener; returns the address it got (port 0 picks one).
+async fn bind(bind: &str) -> Result<(SocketAddr, poem::listener::TcpAcceptor), AppError> {
+    let bind_err = |source| AppError::Bind {
+        bind: bind.to_string(),
+        source,
+    };
+    let acceptor = TcpListener::bind(bind.to_string())
+        .into_acceptor()
+        .await
+        .map_err(bind_err)?;
+    let addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .ok_or_else(|| bind_err(std::io::Error::other("no local address")))?;
+    Ok((addr, acceptor))
 }
 
 /// The runtime the server runs on: one worker thread per core, after capping glibc's malloc

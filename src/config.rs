@@ -124,6 +124,10 @@ pub struct Settings {
     pub external_service_token: String,
     /// Longest wait for the external service's answer; past it, the request is refused.
     pub external_service_timeout_seconds: u64,
+    /// Serve Prometheus metrics at `GET /metrics` (docs/operations.md).
+    pub metrics_enabled: bool,
+    /// Serve `/metrics` only on this address, on a listener of its own, and not on `bind`.
+    pub metrics_bind: Option<String>,
 }
 
 impl Default for Settings {
@@ -186,6 +190,8 @@ impl Default for Settings {
             external_service_on_end_endpoint: None,
             external_service_token: String::new(),
             external_service_timeout_seconds: 5,
+            metrics_enabled: true,
+            metrics_bind: None,
         }
     }
 }
@@ -404,6 +410,12 @@ pub struct SettingsLayer {
     /// Seconds to wait for the external service before refusing [default: 5]
     #[arg(long, global = true, env = "BLAZAR_EXTERNAL_SERVICE_TIMEOUT_SECONDS")]
     pub external_service_timeout_seconds: Option<u64>,
+    /// Serve Prometheus metrics at GET /metrics [default: true]
+    #[arg(long, global = true, env = "BLAZAR_METRICS_ENABLED")]
+    pub metrics_enabled: Option<bool>,
+    /// Serve /metrics only on this address (a second listener), not on --bind
+    #[arg(long, global = true, env = "BLAZAR_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -464,6 +476,12 @@ impl Settings {
         }
         if let Some(v) = layer.nova_region_name {
             self.nova_region_name = Some(v);
+        }
+        if let Some(v) = layer.metrics_enabled {
+            self.metrics_enabled = v;
+        }
+        if let Some(v) = layer.metrics_bind {
+            self.metrics_bind = Some(v);
         }
         macro_rules! take {
             ($($field:ident),*) => {
@@ -641,6 +659,15 @@ impl Settings {
             });
         }
         crate::enforcement::EnforcementConfig::from_settings(self)?;
+        // Port 0 (tests) picks a free port for each listener, so equal strings are fine there.
+        if let Some(addr) = &self.metrics_bind
+            && (addr.trim().is_empty() || (*addr == self.bind && !addr.ends_with(":0")))
+        {
+            return Err(ConfigError::Invalid {
+                name: "metrics_bind",
+                message: format!("{addr:?} must be an address other than bind"),
+            });
+        }
         Ok(())
     }
 }
@@ -769,6 +796,24 @@ mod tests {
         assert_eq!(s.bind, "127.0.0.1:0");
         assert_eq!(s.minutes_before_end_lease, 30);
         assert_eq!(s.database_url, Settings::default().database_url);
+    }
+
+    #[test]
+    fn metrics_settings_from_the_file() {
+        let mut s = Settings::default();
+        assert!(s.metrics_enabled);
+        s.apply(
+            SettingsLayer::from_toml_str(
+                "metrics_enabled = false\nmetrics_bind = \"127.0.0.1:9465\"\n",
+            )
+            .unwrap(),
+        );
+        assert!(!s.metrics_enabled);
+        assert_eq!(s.metrics_bind.as_deref(), Some("127.0.0.1:9465"));
+        s.validate().unwrap();
+        s.metrics_bind = Some(s.bind.clone());
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("metrics_bind"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! transaction-scoped advisory lock shared by every instance. "Is this host free? then book it"
 //! is therefore atomic on both backends, and no host is booked twice.
 
-use std::{ops::Deref, time::Duration};
+use std::{
+    ops::Deref,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -27,6 +31,8 @@ pub struct Db {
     conn: DatabaseConnection,
     /// SQLite only: one writer at a time in this process, handed over in FIFO order.
     sqlite_writer: Option<Mutex<()>>,
+    /// Where the waits for the write turn are recorded, once the app has its metrics.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// An open write transaction; dropping it without `commit` rolls back.
@@ -74,7 +80,20 @@ impl Db {
         Ok(Db {
             conn,
             sqlite_writer,
+            metrics: None,
         })
+    }
+
+    /// Records every wait for the write turn in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn waited_for_turn(&self, since: Instant) {
+        if let Some(m) = &self.metrics {
+            m.write_wait.observe_duration(since.elapsed());
+        }
     }
 
     pub fn conn(&self) -> &DatabaseConnection {
@@ -147,8 +166,11 @@ impl Db {
         }
     }
 
-    /// Begins a write transaction, waiting for this writer's turn.
+    /// Begins a write transaction, waiting for this writer's turn. The wait recorded is until
+    /// the turn is held: the queue and `BEGIN IMMEDIATE` on SQLite, the advisory lock on
+    /// PostgreSQL (which waits for writers of every instance).
     pub async fn write(&self) -> Result<WriteTxn<'_>, DbErr> {
+        let asked = Instant::now();
         match &self.sqlite_writer {
             Some(queue) => {
                 let turn = queue.lock().await;
@@ -159,6 +181,7 @@ impl Db {
                         ..Default::default()
                     })
                     .await?;
+                self.waited_for_turn(asked);
                 Ok(WriteTxn {
                     txn,
                     _turn: Some(turn),
@@ -172,6 +195,7 @@ impl Db {
                     [PG_WRITE_LOCK_KEY.into()],
                 ))
                 .await?;
+                self.waited_for_turn(asked);
                 Ok(WriteTxn { txn, _turn: None })
             }
         }

@@ -16,6 +16,8 @@
 //! - [`enforcement`] holds upstream's usage enforcement filters: the longest lease and the
 //!   external service that may refuse creates and updates.
 //! - [`clock`] is the only place that reads the wall clock; [`config`] the layered settings.
+//! - [`metrics`] is the Prometheus registry that the pipeline, the runner, the write turn and the
+//!   notifier count in, served at `/metrics`.
 
 pub mod api;
 pub mod app;
@@ -27,5 +29,6 @@ pub mod domain;
 pub mod enforcement;
 pub mod failpoint;
 pub mod jobs;
+pub mod metrics;
 pub mod nova;
 pub mod service;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod health;
 pub mod hosts;
 pub mod leases;
+pub mod metrics;
 pub mod paging;
 pub mod pipeline;
 pub mod plugins;

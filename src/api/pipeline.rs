@@ -14,25 +14,40 @@ use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
 use super::error::ApiError;
-use crate::auth::{AuthError, Authenticator};
+use crate::{
+    auth::{AuthError, Authenticator},
+    metrics::Metrics,
+};
 
 pub const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 const API_VERSION_HEADER: &str = "openstack-api-version";
 const API_VERSION: &str = "reservation 1.0";
 
-/// What the pipeline needs: the body limit, who authenticates callers, and which methods each
-/// path allows (for the `Allow` header of a 405).
+/// What the pipeline needs: the body limit, who authenticates callers, which methods each
+/// path allows (for the `Allow` header of a 405, and each request's operationId), and the
+/// metrics every answered request is counted in.
 #[derive(Clone)]
 pub struct Pipeline {
     pub max_body_bytes: usize,
     pub auth: Arc<dyn Authenticator>,
     pub methods: Arc<AllowedMethods>,
+    pub metrics: Arc<Metrics>,
 }
 
-/// The methods of each path template of the spec (`/v1/leases/{lease_id}` -> GET, PUT, DELETE).
+/// The methods of each path template of the spec (`/v1/leases/{lease_id}` -> GET, PUT, DELETE),
+/// and the operationId of each method (for the request metrics).
 #[derive(Debug, Default)]
 pub struct AllowedMethods {
-    routes: Vec<(Vec<String>, Vec<String>)>,
+    routes: Vec<SpecRoute>,
+}
+
+#[derive(Debug)]
+struct SpecRoute {
+    template: Vec<String>,
+    /// Upper-case methods, sorted.
+    methods: Vec<String>,
+    /// (method, operationId), for the methods that name one.
+    operations: Vec<(String, String)>,
 }
 
 impl AllowedMethods {
@@ -42,33 +57,61 @@ impl AllowedMethods {
         let mut routes = Vec::new();
         if let Some(paths) = spec["paths"].as_object() {
             for (path, ops) in paths {
-                let mut methods: Vec<String> = ops
-                    .as_object()
-                    .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
-                    .unwrap_or_default();
+                let ops = ops.as_object().cloned().unwrap_or_default();
+                let mut methods: Vec<String> = ops.keys().map(|m| m.to_ascii_uppercase()).collect();
                 methods.sort();
-                routes.push((split(path), methods));
+                let operations = ops
+                    .iter()
+                    .filter_map(|(m, op)| {
+                        let id = op["operationId"].as_str()?;
+                        Some((m.to_ascii_uppercase(), id.to_string()))
+                    })
+                    .collect();
+                routes.push(SpecRoute {
+                    template: split(path),
+                    methods,
+                    operations,
+                });
             }
         }
         Self { routes }
     }
 
-    /// The `Allow` value for a request path, if a route matches it.
-    pub fn allow(&self, path: &str) -> Option<String> {
-        let segs = split(path);
+    /// The spec route a request path falls on: a literal segment beats a `{param}` one
+    /// (`/v1/os-hosts/allocations`). Compares segments in place: this runs for every request.
+    fn route(&self, path: &str) -> Option<&SpecRoute> {
         let matches = |tpl: &[String]| {
-            tpl.len() == segs.len()
-                && tpl
-                    .iter()
-                    .zip(&segs)
-                    .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+            let mut segs = path.split('/').filter(|s| !s.is_empty());
+            tpl.iter().all(|t| {
+                segs.next()
+                    .is_some_and(|s| t == s || (t.starts_with('{') && t.ends_with('}')))
+            }) && segs.next().is_none()
         };
-        // A literal segment beats a `{param}` one (`/v1/os-hosts/allocations`).
         self.routes
             .iter()
-            .filter(|(tpl, _)| matches(tpl))
-            .min_by_key(|(tpl, _)| tpl.iter().filter(|t| t.starts_with('{')).count())
-            .map(|(_, m)| m.join(", "))
+            .filter(|r| matches(&r.template))
+            .min_by_key(|r| r.template.iter().filter(|t| t.starts_with('{')).count())
+    }
+
+    /// The `Allow` value for a request path, if a route matches it.
+    pub fn allow(&self, path: &str) -> Option<String> {
+        self.route(path).map(|r| r.methods.join(", "))
+    }
+
+    /// The operationId that serves `method` on `path`, if the spec has one.
+    pub fn operation(&self, method: &Method, path: &str) -> Option<&str> {
+        self.route(path)?
+            .operations
+            .iter()
+            .find(|(m, _)| m == method.as_str())
+            .map(|(_, id)| id.as_str())
+    }
+
+    /// Every operationId of the spec.
+    pub fn operation_ids(&self) -> impl Iterator<Item = &str> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.operations.iter().map(|(_, id)| id.as_str()))
     }
 }
 
@@ -123,7 +166,14 @@ pub async fn handle<E: Endpoint>(
         HeaderValue::from_static("OpenStack-API-Version"),
     );
     let status = resp.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    // By the path as routed (`.json` stripped), so `/v1/leases.json` counts as listLeases.
+    pipeline.metrics.observe_request(
+        pipeline.methods.operation(&method, &routed_path),
+        status,
+        took,
+    );
+    let latency_ms = took.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         tracing::info!(
             target: "blazar_server::access",
@@ -509,6 +559,27 @@ mod tests {
         );
         assert_eq!(m.allow("/v1/os-hosts/allocations").as_deref(), Some("GET"));
         assert_eq!(m.allow("/v1/nothing"), None);
+    }
+
+    #[test]
+    fn operation_ids_come_from_the_spec() {
+        let spec = r#"{"paths": {"/v1/leases": {"get": {"operationId": "listLeases"}},
+            "/v1/os-hosts/{host_id}": {"get": {"operationId": "getHost"}},
+            "/v1/os-hosts/allocations": {"get": {"operationId": "listAllocations"}}}}"#;
+        let m = AllowedMethods::from_spec(spec);
+        assert_eq!(m.operation(&Method::GET, "/v1/leases"), Some("listLeases"));
+        assert_eq!(m.operation(&Method::GET, "/v1/leases/"), Some("listLeases"));
+        assert_eq!(m.operation(&Method::POST, "/v1/leases"), None);
+        assert_eq!(m.operation(&Method::GET, "/v1/os-hosts/7"), Some("getHost"));
+        assert_eq!(
+            m.operation(&Method::GET, "/v1/os-hosts/allocations"),
+            Some("listAllocations")
+        );
+        assert_eq!(m.operation(&Method::GET, "/v1/os-hosts/7/x"), None);
+        assert_eq!(m.operation(&Method::GET, "/v1"), None);
+        let mut ids: Vec<&str> = m.operation_ids().collect();
+        ids.sort();
+        assert_eq!(ids, ["getHost", "listAllocations", "listLeases"]);
     }
 
     #[test]

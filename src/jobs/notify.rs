@@ -5,10 +5,15 @@
 //! each to each URL with retries and exponential backoff. When the queue is full the payload is
 //! dropped with a warning rather than slowing the API or the runner down.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
+
+use crate::metrics::Metrics;
 
 const QUEUE: usize = 10_000;
 const PARALLEL_DELIVERIES: usize = 16;
@@ -23,18 +28,20 @@ pub struct RetryPolicy {
 #[derive(Clone, Default)]
 pub struct Notifier {
     tx: Option<mpsc::Sender<Value>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Notifier {
     /// A notifier that sends nothing (no URL configured).
     pub fn disabled() -> Self {
-        Self { tx: None }
+        Self::default()
     }
 
-    /// Starts the delivery task; must be called inside a tokio runtime.
-    pub fn start(urls: Vec<String>, policy: RetryPolicy) -> Self {
+    /// Starts the delivery task, counting deliveries in `metrics`; must be called inside a
+    /// tokio runtime.
+    pub fn start(urls: Vec<String>, policy: RetryPolicy, metrics: Arc<Metrics>) -> Self {
         if urls.is_empty() {
-            return Self::disabled();
+            return Self { tx: None, metrics };
         }
         let (tx, mut rx) = mpsc::channel::<Value>(QUEUE);
         let client = reqwest::Client::builder()
@@ -43,6 +50,7 @@ impl Notifier {
             .expect("http client");
         let urls: Arc<[String]> = urls.into();
         let slots = Arc::new(Semaphore::new(PARALLEL_DELIVERIES));
+        let counted = metrics.clone();
         tokio::spawn(async move {
             while let Some(payload) = rx.recv().await {
                 let body = Arc::new(payload.to_string());
@@ -51,14 +59,23 @@ impl Notifier {
                         return;
                     };
                     let (client, url, body) = (client.clone(), url.clone(), body.clone());
+                    let metrics = counted.clone();
                     tokio::spawn(async move {
-                        deliver(&client, &url, &body, policy).await;
+                        let d = deliver(&client, &url, &body, policy).await;
+                        let w = &metrics.webhooks;
+                        w.attempt_failures
+                            .fetch_add(d.failed_attempts.into(), Ordering::Relaxed);
+                        if d.delivered { &w.delivered } else { &w.failed }
+                            .fetch_add(1, Ordering::Relaxed);
                         drop(slot);
                     });
                 }
             }
         });
-        Self { tx: Some(tx) }
+        Self {
+            tx: Some(tx),
+            metrics,
+        }
     }
 
     /// Queues a notification; never waits.
@@ -66,13 +83,26 @@ impl Notifier {
         if let Some(tx) = &self.tx
             && let Err(e) = tx.try_send(payload)
         {
+            self.metrics
+                .webhooks
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "notification queue full or closed; notification dropped");
         }
     }
 }
 
-async fn deliver(client: &reqwest::Client, url: &str, body: &str, policy: RetryPolicy) {
+/// How one notification went at one URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered: bool,
+    /// Attempts refused or failed before the last (or all of them, when not delivered).
+    pub failed_attempts: u32,
+}
+
+async fn deliver(client: &reqwest::Client, url: &str, body: &str, policy: RetryPolicy) -> Delivery {
     let mut backoff = policy.first_backoff;
+    let mut failed_attempts = 0;
     for attempt in 1..=policy.max_attempts.max(1) {
         let result = client
             .post(url)
@@ -81,18 +111,28 @@ async fn deliver(client: &reqwest::Client, url: &str, body: &str, policy: RetryP
             .send()
             .await;
         match result {
-            Ok(resp) if resp.status().is_success() => return,
+            Ok(resp) if resp.status().is_success() => {
+                return Delivery {
+                    delivered: true,
+                    failed_attempts,
+                };
+            }
             Ok(resp) => {
                 tracing::warn!(%url, attempt, status = resp.status().as_u16(), "notification refused")
             }
             Err(e) => tracing::warn!(%url, attempt, error = %e, "notification failed"),
         }
+        failed_attempts += 1;
         if attempt < policy.max_attempts {
             tokio::time::sleep(backoff).await;
             backoff = backoff.saturating_mul(2);
         }
     }
     tracing::error!(%url, "notification given up after {} attempts", policy.max_attempts);
+    Delivery {
+        delivered: false,
+        failed_attempts,
+    }
 }
 
 /// The notification body for a lease change (`lease.create`, `lease.update`, `lease.delete`) or a

@@ -647,6 +647,7 @@ impl Runner {
         self.audit(&txn, c, &lease.id, outcome.as_str(), started, finished)
             .await?;
         txn.commit().await?;
+        self.count_run(c, outcome.as_str(), started);
 
         let lateness_ms = (finished - c.ev.time).num_milliseconds();
         tracing::info!(
@@ -707,6 +708,7 @@ impl Runner {
         self.audit(&txn, c, &c.ev.lease_id, RETRY, started, finished)
             .await?;
         txn.commit().await?;
+        self.count_run(c, RETRY, started);
         tracing::warn!(
             lease_id = %c.ev.lease_id,
             event = c.kind.as_str(),
@@ -745,12 +747,22 @@ impl Runner {
             self.services.placement.forget();
             return Err(e);
         }
+        self.count_run(c, EventStatus::Done.as_str(), started);
         tracing::info!(lease_id = %lease.id, "lease deleted (its interrupted deletion finished)");
         self.services
             .notifier
             .emit(lease_payload("lease.delete", &lease, None, finished));
         self.services.announce_end(work);
         Ok(Outcome::Done)
+    }
+
+    /// Counts a run once its audit row is committed (metrics agree with `event_runs`); its
+    /// lateness is from the event's due time to the start of this attempt.
+    fn count_run(&self, c: &Claimed, outcome: &str, started: NaiveDateTime) {
+        let lateness = (started - c.ev.time).num_milliseconds() as f64 / 1000.0;
+        self.services
+            .metrics
+            .observe_event_run(c.kind.as_str(), outcome, lateness);
     }
 
     async fn audit(

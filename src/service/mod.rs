@@ -8,6 +8,7 @@ pub mod enforcement;
 pub mod facts;
 pub mod hosts;
 pub mod leases;
+pub mod metrics;
 pub mod placement;
 pub mod pools;
 
@@ -73,6 +74,8 @@ pub struct Services {
     pub repair: Arc<tokio::sync::Notify>,
     /// Usage enforcement: the filters that may refuse creates and updates, and `on-end`.
     pub enforcement: Arc<crate::enforcement::Enforcement>,
+    /// The Prometheus registry (requests, events, write turns, webhooks).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Services {
