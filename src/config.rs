@@ -106,6 +106,9 @@ pub struct Settings {
     /// How far ahead plans look for the earliest start that fits, and the longest range an
     /// availability or calendar query may span, in days.
     pub plan_horizon_days: u32,
+    /// How long an `Idempotency-Key` of a create is remembered (and its response replayed), in
+    /// seconds; older keys are purged.
+    pub idempotency_key_ttl_seconds: u64,
 }
 
 impl Default for Settings {
@@ -158,6 +161,7 @@ impl Default for Settings {
             reconcile_interval_seconds: 300,
             health_interval_seconds: 60,
             plan_horizon_days: 365,
+            idempotency_key_ttl_seconds: 86_400,
         }
     }
 }
@@ -319,6 +323,9 @@ pub struct SettingsLayer {
     /// Days plans and availability searches look ahead [default: 365]
     #[arg(long, global = true, env = "BLAZAR_PLAN_HORIZON_DAYS")]
     pub plan_horizon_days: Option<u32>,
+    /// Seconds an Idempotency-Key of a create is remembered [default: 86400]
+    #[arg(long, global = true, env = "BLAZAR_IDEMPOTENCY_KEY_TTL_SECONDS")]
+    pub idempotency_key_ttl_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -423,7 +430,8 @@ impl Settings {
             nova_retry_deadline_seconds,
             reconcile_interval_seconds,
             health_interval_seconds,
-            plan_horizon_days
+            plan_horizon_days,
+            idempotency_key_ttl_seconds
         );
     }
 
@@ -508,6 +516,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "plan_horizon_days",
                 message: "must be between 1 and 3650".into(),
+            });
+        }
+        if !(1..=31_536_000).contains(&self.idempotency_key_ttl_seconds) {
+            return Err(ConfigError::Invalid {
+                name: "idempotency_key_ttl_seconds",
+                message: "must be between 1 and 31536000 (one year)".into(),
             });
         }
         if self.db_max_connections == 0 {

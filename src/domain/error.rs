@@ -70,6 +70,13 @@ pub enum DomainError {
     #[error("{0}")]
     NovaRefused(String),
 
+    /// An `Idempotency-Key` already used with another request body: 422.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    /// `If-Match` no longer matches the resource: 412, and nothing changed.
+    #[error("{0}")]
+    PreconditionFailed(String),
+
     /// The database failed; the message is logged, never shown.
     #[error("database error: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -108,6 +115,8 @@ impl DomainError {
             Self::HostHavingServers(_) => "HostHavingServers",
             Self::NovaUnavailable(_) => "NovaUnavailable",
             Self::NovaRefused(_) => "NovaError",
+            Self::IdempotencyKeyReused(_) => "IdempotencyKeyReused",
+            Self::PreconditionFailed(_) => "PreconditionFailed",
             Self::Database(_) => "DatabaseError",
             Self::Unavailable(_) => "ServiceUnavailable",
             Self::Internal(_) => "InternalError",

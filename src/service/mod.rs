@@ -4,8 +4,10 @@
 //! rules need, applies them with `now` from the clock, and writes the result atomically.
 
 pub mod capacity;
+pub mod etag;
 pub mod facts;
 pub mod hosts;
+pub mod idempotency;
 pub mod leases;
 pub mod placement;
 pub mod pools;
