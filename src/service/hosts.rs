@@ -120,10 +120,7 @@ impl Services {
     ) -> Result<Created<HostRecord>, DomainError> {
         let claim = claim.as_ref();
         // A retry is answered before Nova is asked anything.
-        if let Some(replay) = self
-            .replay(&self.db.read().await?, claim, self.clock.now())
-            .await?
-        {
+        if let Some(replay) = self.replay_early(claim, self.clock.now()).await? {
             return Ok(Created::Replayed(replay));
         }
         let facts = self.facts.resolve(&req.name, &req.facts).await?;

@@ -68,6 +68,22 @@ impl<T> Claim<T> {
 }
 
 impl Services {
+    /// [`Services::replay`] in a read transaction of its own, opened only for a keyed request
+    /// (a request without the header costs nothing more than before).
+    pub(crate) async fn replay_early<T>(
+        &self,
+        claim: Option<&Claim<T>>,
+        now: NaiveDateTime,
+    ) -> Result<Option<StoredResponse>, DomainError> {
+        if claim.is_none() {
+            return Ok(None);
+        }
+        let txn = self.db.read().await?;
+        let found = self.replay(&txn, claim, now).await?;
+        txn.commit().await?;
+        Ok(found)
+    }
+
     /// The oldest record still replayed at `now`.
     fn idempotency_horizon(&self, now: NaiveDateTime) -> NaiveDateTime {
         now - TimeDelta::seconds(self.settings.idempotency_key_ttl_seconds as i64)

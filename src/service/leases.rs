@@ -284,10 +284,7 @@ impl Services {
         let claim = once.map(|o| Claim::new("createLease", caller, body, o));
         // A retry is answered before its body is checked again: a start that was in the future
         // at the first attempt may be in the past now.
-        if let Some(replay) = self
-            .replay(&self.db.read().await?, claim.as_ref(), now)
-            .await?
-        {
+        if let Some(replay) = self.replay_early(claim.as_ref(), now).await? {
             return Ok(Created::Replayed(replay));
         }
         let req = rules::parse_create(body, now, self.limits())?;
