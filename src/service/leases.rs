@@ -417,7 +417,9 @@ impl Services {
         };
         self.remember(&*txn, claim.as_ref(), &lease_id, &detail, now)
             .await?;
+        failpoint::hit("create-before-commit");
         self.commit(txn).await?;
+        failpoint::hit("create-after-commit");
         tracing::info!(lease_id = %lease_id, hosts = ?chosen, "lease created");
         self.prepare(&detail.lease, &detail.reservations).await;
         self.changed("lease.create", &detail.lease, now).await;
