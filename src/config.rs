@@ -128,6 +128,9 @@ pub struct Settings {
     pub metrics_enabled: bool,
     /// Serve `/metrics` only on this address, on a listener of its own, and not on `bind`.
     pub metrics_bind: Option<String>,
+    /// How long an `Idempotency-Key` of a create is remembered (and its response replayed), in
+    /// seconds; older keys are purged.
+    pub idempotency_key_ttl_seconds: u64,
 }
 
 impl Default for Settings {
@@ -192,6 +195,7 @@ impl Default for Settings {
             external_service_timeout_seconds: 5,
             metrics_enabled: true,
             metrics_bind: None,
+            idempotency_key_ttl_seconds: 86_400,
         }
     }
 }
@@ -416,6 +420,9 @@ pub struct SettingsLayer {
     /// Serve /metrics only on this address (a second listener), not on --bind
     #[arg(long, global = true, env = "BLAZAR_METRICS_BIND")]
     pub metrics_bind: Option<String>,
+    /// Seconds an Idempotency-Key of a create is remembered [default: 86400]
+    #[arg(long, global = true, env = "BLAZAR_IDEMPOTENCY_KEY_TTL_SECONDS")]
+    pub idempotency_key_ttl_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -456,38 +463,31 @@ impl Settings {
         } else if let Some(r) = layer.runner {
             self.runner = r;
         }
-        if let Some(name) = layer.instance_name {
-            self.instance_name = Some(name);
-        }
-        if let Some(v) = layer.keystone_url {
-            self.keystone_url = Some(v);
-        }
-        if let Some(v) = layer.keystone_password {
-            self.keystone_password = Some(v);
-        }
-        if let Some(v) = layer.policy_file {
-            self.policy_file = Some(v);
-        }
-        if let Some(v) = layer.nova_url {
-            self.nova_url = Some(v);
-        }
-        if let Some(v) = layer.nova_token {
-            self.nova_token = Some(v);
-        }
-        if let Some(v) = layer.nova_region_name {
-            self.nova_region_name = Some(v);
-        }
-        if let Some(v) = layer.metrics_enabled {
-            self.metrics_enabled = v;
-        }
-        if let Some(v) = layer.metrics_bind {
-            self.metrics_bind = Some(v);
-        }
         macro_rules! take {
             ($($field:ident),*) => {
                 $(if let Some(v) = layer.$field { self.$field = v; })*
             };
         }
+        // Settings that are unset unless a layer gives them.
+        macro_rules! take_some {
+            ($($field:ident),*) => {
+                $(if let Some(v) = layer.$field { self.$field = Some(v); })*
+            };
+        }
+        take_some!(
+            instance_name,
+            keystone_url,
+            keystone_password,
+            policy_file,
+            nova_url,
+            nova_token,
+            nova_region_name,
+            metrics_bind,
+            external_service_base_endpoint,
+            external_service_check_create_endpoint,
+            external_service_check_update_endpoint,
+            external_service_on_end_endpoint
+        );
         take!(
             bind,
             database_url,
@@ -526,47 +526,15 @@ impl Settings {
             nova_retry_deadline_seconds,
             reconcile_interval_seconds,
             health_interval_seconds,
-            plan_horizon_days
+            plan_horizon_days,
+            idempotency_key_ttl_seconds,
+            metrics_enabled,
+            enabled_filters,
+            max_lease_duration,
+            max_lease_duration_exempt_project_ids,
+            external_service_token,
+            external_service_timeout_seconds
         );
-
-        // Usage enforcement (upstream `[enforcement]`).
-        if let Some(v) = layer.enabled_filters {
-            self.enabled_filters = v;
-        }
-        if let Some(v) = layer.max_lease_duration {
-            self.max_lease_duration = v;
-        }
-        if let Some(v) = layer.max_lease_duration_exempt_project_ids {
-            self.max_lease_duration_exempt_project_ids = v;
-        }
-        for (to, from) in [
-            (
-                &mut self.external_service_base_endpoint,
-                layer.external_service_base_endpoint,
-            ),
-            (
-                &mut self.external_service_check_create_endpoint,
-                layer.external_service_check_create_endpoint,
-            ),
-            (
-                &mut self.external_service_check_update_endpoint,
-                layer.external_service_check_update_endpoint,
-            ),
-            (
-                &mut self.external_service_on_end_endpoint,
-                layer.external_service_on_end_endpoint,
-            ),
-        ] {
-            if from.is_some() {
-                *to = from;
-            }
-        }
-        if let Some(v) = layer.external_service_token {
-            self.external_service_token = v;
-        }
-        if let Some(v) = layer.external_service_timeout_seconds {
-            self.external_service_timeout_seconds = v;
-        }
     }
 
     /// Checks the values that would otherwise fail later, deep inside a request.
@@ -650,6 +618,12 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 name: "plan_horizon_days",
                 message: "must be between 1 and 3650".into(),
+            });
+        }
+        if !(1..=31_536_000).contains(&self.idempotency_key_ttl_seconds) {
+            return Err(ConfigError::Invalid {
+                name: "idempotency_key_ttl_seconds",
+                message: "must be between 1 and 31536000 (one year)".into(),
             });
         }
         if self.db_max_connections == 0 {

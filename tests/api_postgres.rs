@@ -17,6 +17,8 @@ mod helpers;
 mod hostile;
 #[path = "api/hosts.rs"]
 mod hosts;
+#[path = "api/idempotency.rs"]
+mod idempotency;
 #[path = "api/leases.rs"]
 mod leases;
 #[path = "api/lifecycle.rs"]
@@ -29,3 +31,5 @@ mod notifications;
 mod paging;
 #[path = "api/policy.rs"]
 mod policy;
+#[path = "api/preconditions.rs"]
+mod preconditions;

@@ -365,3 +365,71 @@ async fn sigterm_finishes_requests_in_flight_and_stops_the_runner_between_events
         .unwrap();
     assert_eq!(hosts["hosts"][0]["hypervisor_hostname"], "late-host");
 }
+
+/// kill -9 just before and just after a keyed create commits: the lease and its
+/// `Idempotency-Key` are there together or not at all, and a retry after the restart never
+/// makes a second lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_around_a_keyed_create_a_retry_never_duplicates() {
+    use sea_orm::PaginatorTrait;
+    for (failpoint, committed) in [("create-before-commit", 0), ("create-after-commit", 1)] {
+        let (_dir, db, log) = scratch();
+        let server = Server::start_with_env(
+            &sqlite_url(&db),
+            &log,
+            &[],
+            &[("BLAZAR_FAILPOINTS", failpoint)],
+        )
+        .await;
+        let client = reqwest::Client::new();
+        let (s, _) = post(
+            &client,
+            format!("{}/v1/os-hosts", server.base),
+            json!({"name": "k1"}),
+        )
+        .await;
+        assert_eq!(s, 202);
+        let start = wall_now() + TimeDelta::hours(1);
+        let body = json!({"name": "keyed", "start_date": fmt(start),
+            "end_date": fmt(start + TimeDelta::hours(2)),
+            "reservations": [{"resource_type": "physical:host", "min": 1, "max": 1,
+                              "hypervisor_properties": "", "resource_properties": ""}]});
+        let keyed = |base: &str| {
+            client
+                .post(format!("{base}/v1/leases"))
+                .header("idempotency-key", "crash-key")
+                .json(&body)
+                .send()
+        };
+        assert!(
+            keyed(&server.base).await.is_err(),
+            "{failpoint}: the process dies before answering"
+        );
+        server.wait_exit(Duration::from_secs(10)).await;
+
+        let conn = open(&db).await;
+        let leases = lease::Entity::find().count(&conn).await.unwrap();
+        let keys = entity::idempotency_key::Entity::find()
+            .count(&conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            (leases, keys),
+            (committed, committed),
+            "{failpoint}: the lease and its key commit together"
+        );
+
+        let server = Server::start(&sqlite_url(&db), &log, &[]).await;
+        let first = keyed(&server.base).await.unwrap();
+        assert_eq!(first.status().as_u16(), 202, "{failpoint}");
+        let first = first.text().await.unwrap();
+        let again = keyed(&server.base).await.unwrap().text().await.unwrap();
+        assert_eq!(again, first, "{failpoint}: the retry replays");
+        assert_eq!(
+            lease::Entity::find().count(&conn).await.unwrap(),
+            1,
+            "{failpoint}: one lease"
+        );
+        server.terminate();
+    }
+}

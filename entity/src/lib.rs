@@ -8,6 +8,7 @@ pub mod event;
 pub mod event_run;
 pub mod host;
 pub mod host_capability;
+pub mod idempotency_key;
 pub mod lease;
 pub mod placement_version;
 pub mod reservation;
@@ -20,6 +21,7 @@ pub mod prelude {
     pub use super::event_run::Entity as EventRun;
     pub use super::host::Entity as Host;
     pub use super::host_capability::Entity as HostCapability;
+    pub use super::idempotency_key::Entity as IdempotencyKey;
     pub use super::lease::Entity as Lease;
     pub use super::reservation::Entity as Reservation;
     pub use super::resource_property::Entity as ResourceProperty;

@@ -8,6 +8,7 @@ mod m20261123_000001_initial;
 mod m20261124_000002_lifecycle;
 mod m20261124_000003_pg_no_overlap;
 mod m20261124_000004_placement_versions;
+mod m20261201_000005_idempotency_keys;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_lifecycle::Migration),
             Box::new(m20261124_000003_pg_no_overlap::Migration),
             Box::new(m20261124_000004_placement_versions::Migration),
+            Box::new(m20261201_000005_idempotency_keys::Migration),
         ]
     }
 }

@@ -60,8 +60,10 @@ impl ApiError {
             405 => "MethodNotAllowed",
             406 => "NotAcceptable",
             409 => "Conflict",
+            412 => "PreconditionFailed",
             413 => "RequestEntityTooLarge",
             415 => "UnsupportedMediaType",
+            422 => "UnprocessableEntity",
             503 => "ServiceUnavailable",
             s if s >= 500 => "InternalServerError",
             _ => "Error",
@@ -124,6 +126,8 @@ impl From<DomainError> for ApiError {
             | E::CapabilityInUse(_)
             | E::MultipleHostsFound(_)
             | E::HostHavingServers(_) => StatusCode::CONFLICT,
+            E::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             E::Unavailable(_) | E::NovaUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::NovaRefused(_) => StatusCode::BAD_GATEWAY,
             E::Database(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -175,10 +179,18 @@ const ERROR_STATUSES: &[(u16, &str)] = &[
         409,
         "The request conflicts with the current state (hosts taken, lease busy, ...)",
     ),
+    (
+        412,
+        "If-Match no longer matches the lease or host (PUT, DELETE); nothing changed",
+    ),
     (413, "The request body is larger than the configured limit"),
     (
         415,
         "The body is not sent as application/json (and the URL has no .json suffix)",
+    ),
+    (
+        422,
+        "The Idempotency-Key was already used with another request body (POST of a lease or host)",
     ),
     (
         500,

@@ -5,12 +5,14 @@ use std::{collections::BTreeMap, sync::Arc};
 use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Path, Query},
+    param::{Header, Path, Query},
     payload::Json,
+    types::ToJSON,
 };
 
 use super::{
     ApiTags,
+    conditional::{self, Rendered},
     error::ApiResult,
     paging::{self, PageLink},
     types::{FactInt, FastJson, Nullable, NullableString, RawBody},
@@ -20,6 +22,7 @@ use crate::{
     service::{
         Caller, Services,
         hosts::{AllocationQuery, HostAllocations},
+        idempotency::{Created, Once},
         placement::HostRecord,
     },
 };
@@ -139,9 +142,51 @@ pub struct HostUpdateDoc {
 }
 
 #[derive(ApiResponse)]
-pub enum HostAccepted {
+pub enum HostCreated {
+    /// The host, as stored (or, for a retry with the same `Idempotency-Key`, the first
+    /// response again, byte for byte).
     #[oai(status = 202)]
-    Accepted(Json<HostEnvelope>),
+    Accepted(Rendered<HostEnvelope>),
+}
+
+#[derive(ApiResponse)]
+pub enum HostAccepted {
+    /// The host, as stored, with its new entity tag.
+    #[oai(status = 202)]
+    Accepted(
+        Json<HostEnvelope>,
+        /// The host's entity tag after the update.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+// Built once and turned into the response at once: the size of the 304 variant does not
+// matter, and poem-openapi has no payload for a Box.
+#[allow(clippy::large_enum_variant)]
+#[derive(ApiResponse)]
+pub enum HostShown {
+    /// The host.
+    #[oai(status = 200)]
+    Ok(
+        Json<HostEnvelope>,
+        /// Changes whenever anything shown changes (capabilities included); send it as
+        /// `If-Match` to update or delete only this version, or as `If-None-Match` to re-read.
+        #[oai(header = "ETag")]
+        String,
+    ),
+    /// `If-None-Match` matched: the host is unchanged.
+    #[oai(status = 304)]
+    NotModified(#[oai(header = "ETag")] String),
+}
+
+/// The create's response body: what is sent, and what a retry with the same key gets (the
+/// bytes poem-openapi's `Json` would send).
+fn created_body(r: &HostRecord) -> String {
+    HostEnvelope {
+        host: r.clone().into(),
+    }
+    .to_json_string()
 }
 
 #[derive(ApiResponse)]
@@ -288,11 +333,22 @@ impl HostsApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         body: Json<RawBody<HostCreateDoc>>,
-    ) -> ApiResult<HostAccepted> {
-        let host = svc.create_host(&caller, &body.0.object).await?;
-        Ok(HostAccepted::Accepted(Json(HostEnvelope {
-            host: host.into(),
-        })))
+        /// Makes the enrolment safe to retry: the same key with the same body (same project)
+        /// within 24 hours (configurable) gets the first response again and enrols nothing;
+        /// with another body it is 422. 1 to 255 visible ASCII characters, e.g. a UUID.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> ApiResult<HostCreated> {
+        let once = conditional::idempotency_key(idempotency_key.0)?.map(|key| Once {
+            key,
+            status: 202,
+            render: created_body,
+        });
+        let body = match svc.create_host(&caller, &body.0.object, once).await? {
+            Created::New(host) => created_body(&host),
+            Created::Replayed(first) => first.body,
+        };
+        Ok(HostCreated::Accepted(Rendered::new(body)))
     }
 
     /// List host allocations
@@ -400,9 +456,19 @@ impl HostsApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         host_id: Path<String>,
-    ) -> ApiResult<Json<HostEnvelope>> {
+        /// Entity tags of copies the client has: if one matches, the answer is 304.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<HostShown> {
         let host = svc.get_host(&caller, &host_id).await?;
-        Ok(Json(HostEnvelope { host: host.into() }))
+        let etag = host.etag();
+        if conditional::not_modified(if_none_match.0, &etag)? {
+            return Ok(HostShown::NotModified(etag));
+        }
+        Ok(HostShown::Ok(
+            Json(HostEnvelope { host: host.into() }),
+            etag,
+        ))
     }
 
     /// Update a host's capabilities
@@ -417,11 +483,20 @@ impl HostsApi {
         caller: Data<&Caller>,
         host_id: Path<String>,
         body: Json<RawBody<HostUpdateDoc>>,
+        /// Update only if the host's entity tag is one of these (`*`: any); else 412 and
+        /// nothing changes.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
     ) -> ApiResult<HostAccepted> {
-        let host = svc.update_host(&caller, &host_id, &body.0.object).await?;
-        Ok(HostAccepted::Accepted(Json(HostEnvelope {
-            host: host.into(),
-        })))
+        let if_match = conditional::condition("If-Match", if_match.0)?;
+        let host = svc
+            .update_host(&caller, &host_id, &body.0.object, if_match.as_ref())
+            .await?;
+        let etag = host.etag();
+        Ok(HostAccepted::Accepted(
+            Json(HostEnvelope { host: host.into() }),
+            etag,
+        ))
     }
 
     /// Delete a host
@@ -437,8 +512,13 @@ impl HostsApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         host_id: Path<String>,
+        /// Delete only if the host's entity tag is one of these (`*`: any); else 412 and
+        /// nothing changes.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
     ) -> ApiResult<HostDeleted> {
-        svc.delete_host(&caller, &host_id).await?;
+        let if_match = conditional::condition("If-Match", if_match.0)?;
+        svc.delete_host(&caller, &host_id, if_match).await?;
         Ok(HostDeleted::NoContent)
     }
 

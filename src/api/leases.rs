@@ -5,20 +5,25 @@ use std::sync::Arc;
 use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Path, Query},
+    param::{Header, Path, Query},
     payload::Json,
 };
 use serde_json::Value;
 
 use super::{
     ApiTags,
+    conditional::{self, Rendered},
     error::ApiResult,
     paging::{self, PageLink},
     types::{Count, FastJson, Nullable, RawBody},
 };
 use crate::{
     domain::dates::{format_lease_date, format_timestamp},
-    service::{Caller, Services, leases::LeaseDetail},
+    service::{
+        Caller, Services,
+        idempotency::{Created, Once},
+        leases::LeaseDetail,
+    },
 };
 
 /// A reservation of hosts inside a lease.
@@ -247,10 +252,50 @@ pub struct LeaseUpdateDoc {
 }
 
 #[derive(ApiResponse)]
-pub enum LeaseAccepted {
-    /// The lease, as stored.
+pub enum LeaseCreated {
+    /// The lease, as stored (or, for a retry with the same `Idempotency-Key`, the first
+    /// response again, byte for byte).
     #[oai(status = 202)]
-    Accepted(FastJson<LeaseEnvelope>),
+    Accepted(Rendered<LeaseEnvelope>),
+}
+
+#[derive(ApiResponse)]
+pub enum LeaseAccepted {
+    /// The lease, as stored, with its new entity tag.
+    #[oai(status = 202)]
+    Accepted(
+        FastJson<LeaseEnvelope>,
+        /// The lease's entity tag after the update.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+// Built once and turned into the response at once: the size of the 304 variant does not
+// matter, and poem-openapi has no payload for a Box.
+#[allow(clippy::large_enum_variant)]
+#[derive(ApiResponse)]
+pub enum LeaseShown {
+    /// The lease.
+    #[oai(status = 200)]
+    Ok(
+        FastJson<LeaseEnvelope>,
+        /// Changes whenever anything shown changes (events' statuses included); send it as
+        /// `If-Match` to update or delete only this version, or as `If-None-Match` to re-read.
+        #[oai(header = "ETag")]
+        String,
+    ),
+    /// `If-None-Match` matched: the lease is unchanged.
+    #[oai(status = 304)]
+    NotModified(#[oai(header = "ETag")] String),
+}
+
+/// The create's response body: what is sent, and what a retry with the same key gets.
+fn created_body(d: &LeaseDetail) -> String {
+    serde_json::to_string(&LeaseEnvelope {
+        lease: d.clone().into(),
+    })
+    .expect("a lease view has string keys only, so it always serializes")
 }
 
 #[derive(ApiResponse)]
@@ -299,11 +344,22 @@ impl LeasesApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         body: Json<RawBody<LeaseCreateDoc>>,
-    ) -> ApiResult<LeaseAccepted> {
-        let lease = svc.create_lease(&caller, &body.0.object).await?;
-        Ok(LeaseAccepted::Accepted(FastJson(LeaseEnvelope {
-            lease: lease.into(),
-        })))
+        /// Makes the create safe to retry: the same key with the same body (same project)
+        /// within 24 hours (configurable) gets the first response again and creates nothing;
+        /// with another body it is 422. 1 to 255 visible ASCII characters, e.g. a UUID.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+    ) -> ApiResult<LeaseCreated> {
+        let once = conditional::idempotency_key(idempotency_key.0)?.map(|key| Once {
+            key,
+            status: 202,
+            render: created_body,
+        });
+        let body = match svc.create_lease(&caller, &body.0.object, once).await? {
+            Created::New(lease) => created_body(&lease),
+            Created::Replayed(first) => first.body,
+        };
+        Ok(LeaseCreated::Accepted(Rendered::new(body)))
     }
 
     /// Show a lease
@@ -317,11 +373,21 @@ impl LeasesApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         lease_id: Path<String>,
-    ) -> ApiResult<FastJson<LeaseEnvelope>> {
+        /// Entity tags of copies the client has: if one matches, the answer is 304.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> ApiResult<LeaseShown> {
         let lease = svc.get_lease(&caller, &lease_id).await?;
-        Ok(FastJson(LeaseEnvelope {
-            lease: lease.into(),
-        }))
+        let etag = lease.etag();
+        if conditional::not_modified(if_none_match.0, &etag)? {
+            return Ok(LeaseShown::NotModified(etag));
+        }
+        Ok(LeaseShown::Ok(
+            FastJson(LeaseEnvelope {
+                lease: lease.into(),
+            }),
+            etag,
+        ))
     }
 
     /// Update a lease
@@ -337,11 +403,22 @@ impl LeasesApi {
         lease_id: Path<String>,
         /// An empty body changes nothing.
         body: Json<RawBody<LeaseUpdateDoc, false>>,
+        /// Update only if the lease's entity tag is one of these (`*`: any); else 412 and
+        /// nothing changes.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
     ) -> ApiResult<LeaseAccepted> {
-        let lease = svc.update_lease(&caller, &lease_id, &body.0.object).await?;
-        Ok(LeaseAccepted::Accepted(FastJson(LeaseEnvelope {
-            lease: lease.into(),
-        })))
+        let if_match = conditional::condition("If-Match", if_match.0)?;
+        let lease = svc
+            .update_lease(&caller, &lease_id, &body.0.object, if_match.as_ref())
+            .await?;
+        let etag = lease.etag();
+        Ok(LeaseAccepted::Accepted(
+            FastJson(LeaseEnvelope {
+                lease: lease.into(),
+            }),
+            etag,
+        ))
     }
 
     /// Delete a lease
@@ -357,8 +434,13 @@ impl LeasesApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         lease_id: Path<String>,
+        /// Delete only if the lease's entity tag is one of these (`*`: any); else 412 and
+        /// nothing changes.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
     ) -> ApiResult<LeaseDeleted> {
-        svc.delete_lease(&caller, &lease_id).await?;
+        let if_match = conditional::condition("If-Match", if_match.0)?;
+        svc.delete_lease(&caller, &lease_id, if_match).await?;
         Ok(LeaseDeleted::NoContent)
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod calendar;
 pub mod capacity;
+pub mod conditional;
 pub mod error;
 pub mod health;
 pub mod hosts;

@@ -82,6 +82,12 @@ pub enum DomainError {
     /// Usage enforcement: the external service refused, or gave no usable answer (fail closed).
     #[error("{0}")]
     ExternalServiceDenied(String),
+    /// An `Idempotency-Key` already used with another request body: 422.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    /// `If-Match` no longer matches the resource: 412, and nothing changed.
+    #[error("{0}")]
+    PreconditionFailed(String),
 
     /// The database failed; the message is logged, never shown.
     #[error("database error: {0}")]
@@ -123,6 +129,8 @@ impl DomainError {
             Self::NovaRefused(_) => "NovaError",
             Self::MaxLeaseDuration { .. } => "MaxLeaseDurationException",
             Self::ExternalServiceDenied(_) => "ExternalServiceFilterException",
+            Self::IdempotencyKeyReused(_) => "IdempotencyKeyReused",
+            Self::PreconditionFailed(_) => "PreconditionFailed",
             Self::Database(_) => "DatabaseError",
             Self::Unavailable(_) => "ServiceUnavailable",
             Self::Internal(_) => "InternalError",

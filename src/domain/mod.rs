@@ -9,9 +9,11 @@ pub mod dates;
 pub mod error;
 pub mod filter;
 pub mod host;
+pub mod idempotency;
 pub mod input;
 pub mod lease;
 pub mod page;
 pub mod pools;
+pub mod precondition;
 
 pub use error::DomainError;

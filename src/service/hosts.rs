@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use super::{
     Caller, Services,
+    etag::check_if_match,
     facts::HostFacts,
+    idempotency::{Claim, Created, Once},
     placement::{self, HostRecord},
 };
 use crate::domain::{
@@ -25,6 +27,7 @@ use crate::domain::{
     input::{self, Object, printable},
     lease::{PHYSICAL_HOST, parse_filters},
     page::{Page, PageRequest, marker_not_found},
+    precondition::Precondition,
 };
 use crate::jobs::driver::HostRef;
 
@@ -92,24 +95,43 @@ impl Services {
     /// (Nova: the freepool), then the row is written; if the write fails, the driver's change is
     /// undone. It runs in a task of its own, so that a client hanging up does not stop it
     /// half-way.
+    ///
+    /// With `once` (an `Idempotency-Key`), a retry of an earlier enrolment gets that
+    /// enrolment's response instead (see service::idempotency).
     pub async fn create_host(
         self: &Arc<Self>,
         caller: &Caller,
         body: &Object,
-    ) -> Result<HostRecord, DomainError> {
+        once: Option<Once<HostRecord>>,
+    ) -> Result<Created<HostRecord>, DomainError> {
         self.authorize("blazar:oshosts:post", caller)?;
+        let claim = once.map(|o| Claim::new("createHost", caller, body, o));
         let req = rules::parse_create(body)?;
         let svc = self.clone();
-        tokio::spawn(async move { svc.enrol_host(req).await })
+        tokio::spawn(async move { svc.enrol_host(req, claim).await })
             .await
             .map_err(|e| DomainError::Internal(format!("host enrolment task: {e}")))?
     }
 
-    async fn enrol_host(&self, req: rules::HostRequest) -> Result<HostRecord, DomainError> {
+    async fn enrol_host(
+        &self,
+        req: rules::HostRequest,
+        claim: Option<Claim<HostRecord>>,
+    ) -> Result<Created<HostRecord>, DomainError> {
+        let claim = claim.as_ref();
+        // A retry is answered before Nova is asked anything.
+        if let Some(replay) = self.replay_early(claim, self.clock.now()).await? {
+            return Ok(Created::Replayed(replay));
+        }
         let facts = self.facts.resolve(&req.name, &req.facts).await?;
         // A host enrolled already is refused before Nova is touched: undoing a repeated
-        // enrolment must not take the first one's host out of the freepool.
+        // enrolment must not take the first one's host out of the freepool. The key is looked
+        // up again in the same snapshot: a concurrent request with it may have enrolled the
+        // host meanwhile, and this one is then its retry, not a conflict.
         let txn = self.db.read().await?;
+        if let Some(replay) = self.replay(&txn, claim, self.clock.now()).await? {
+            return Ok(Created::Replayed(replay));
+        }
         let taken = find_by_name(&txn, &facts.hypervisor_hostname).await?;
         txn.commit().await?;
         if let Some(existing) = taken {
@@ -125,8 +147,8 @@ impl Services {
             .enrol(&href)
             .await
             .map_err(super::driver_failure)?;
-        match self.insert_host(&req, &facts).await {
-            Ok(record) => Ok(record),
+        match self.insert_host(&req, &facts, claim).await {
+            Ok(created) => Ok(created),
             Err(e) => {
                 if joined
                     && !matches!(e, DomainError::HostAlreadyExists(_))
@@ -144,9 +166,15 @@ impl Services {
         &self,
         req: &rules::HostRequest,
         facts: &HostFacts,
-    ) -> Result<HostRecord, DomainError> {
-        let stamp = truncate_to_second(self.clock.now());
+        claim: Option<&Claim<HostRecord>>,
+    ) -> Result<Created<HostRecord>, DomainError> {
+        let now = self.clock.now();
+        let stamp = truncate_to_second(now);
         let txn = self.db.write().await?;
+        // In the write turn: the authoritative look-up, after any concurrent create committed.
+        if let Some(replay) = self.replay(&*txn, claim, now).await? {
+            return Ok(Created::Replayed(replay));
+        }
         if let Some(existing) = find_by_name(&*txn, &facts.hypervisor_hostname).await? {
             return Err(already_enrolled(&existing));
         }
@@ -173,19 +201,25 @@ impl Services {
         }
         ensure_properties(&*txn, req.capabilities.keys(), stamp).await?;
         self.placement.record_hosts(&*txn).await?;
-        txn.commit().await?;
-        tracing::info!(host_id = host.id, name = %host.hypervisor_hostname, "host enrolled");
-        Ok(HostRecord {
+        let record = HostRecord {
             host,
             capabilities: req.capabilities.clone().into_iter().collect(),
-        })
+        };
+        self.remember(&*txn, claim, &record.host.id.to_string(), &record, now)
+            .await?;
+        txn.commit().await?;
+        tracing::info!(host_id = record.host.id, name = %record.host.hypervisor_hostname, "host enrolled");
+        Ok(Created::New(record))
     }
 
+    /// Updates a host; with `if_match`, only if it is still as the client saw it (checked in
+    /// the write transaction).
     pub async fn update_host(
         &self,
         caller: &Caller,
         id: &str,
         body: &Object,
+        if_match: Option<&Precondition>,
     ) -> Result<HostRecord, DomainError> {
         self.authorize("blazar:oshosts:put", caller)?;
         let changes = rules::parse_update(body)?;
@@ -194,6 +228,7 @@ impl Services {
 
         let txn = self.db.write().await?;
         let record = load_host(&*txn, id).await?;
+        check_if_match(if_match, &host_what(&record), &record.etag())?;
         let host_id = record.host.id;
         let current_facts = facts_of(&record.host);
         let new_facts = if changes.facts.is_empty() {
@@ -269,21 +304,30 @@ impl Services {
     /// Deletes a host that no lease holds: the driver gives it back first (Nova: it leaves the
     /// freepool; refused while servers run on it), then the row goes; if that fails, the host
     /// rejoins.
+    ///
+    /// With `if_match`, only if the host is still as the client saw it: checked before Nova is
+    /// asked (so a stale request touches nothing) and again in the transaction that deletes.
     pub async fn delete_host(
         self: &Arc<Self>,
         caller: &Caller,
         id: &str,
+        if_match: Option<Precondition>,
     ) -> Result<(), DomainError> {
         self.authorize("blazar:oshosts:delete", caller)?;
         let (svc, id) = (self.clone(), id.to_string());
-        tokio::spawn(async move { svc.withdraw_host(&id).await })
+        tokio::spawn(async move { svc.withdraw_host(&id, if_match.as_ref()).await })
             .await
             .map_err(|e| DomainError::Internal(format!("host deletion task: {e}")))?
     }
 
-    async fn withdraw_host(&self, id: &str) -> Result<(), DomainError> {
+    async fn withdraw_host(
+        &self,
+        id: &str,
+        if_match: Option<&Precondition>,
+    ) -> Result<(), DomainError> {
         let txn = self.db.read().await?;
         let record = load_host(&txn, id).await?;
+        check_if_match(if_match, &host_what(&record), &record.etag())?;
         check_unreserved(&txn, &record.host, self.clock.now()).await?;
         txn.commit().await?;
         let href = HostRef {
@@ -299,6 +343,7 @@ impl Services {
         let deleted = async {
             let txn = self.db.write().await?;
             let record = load_host(&*txn, id).await?;
+            check_if_match(if_match, &host_what(&record), &record.etag())?;
             // A lease may have booked the host while Nova was asked.
             check_unreserved(&*txn, &record.host, self.clock.now()).await?;
             host::Entity::delete_by_id(record.host.id)
@@ -502,6 +547,11 @@ async fn check_unreserved(
         leases.into_iter().collect::<Vec<_>>().join(", "),
         format_lease_date(until)
     )))
+}
+
+/// The host as a 412's message names it.
+fn host_what(r: &HostRecord) -> String {
+    format!("Host {}", r.host.id)
 }
 
 fn host_not_found(id: &str) -> DomainError {

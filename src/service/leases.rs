@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 use super::{
     Caller, Services,
+    etag::check_if_match,
+    idempotency::{Claim, Created, Once},
     placement::{self, BookingChange, World},
 };
 use crate::db::WriteTxn;
@@ -30,6 +32,7 @@ use crate::domain::{
     input::{Object, printable},
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
     page::{Page, PageRequest, marker_not_found},
+    precondition::Precondition,
 };
 use crate::{
     failpoint,
@@ -235,6 +238,20 @@ impl Services {
         Ok(lease)
     }
 
+    /// Refuses (412) unless `if_match` matches the lease as GET shows it in `conn`'s snapshot.
+    async fn check_lease_tag(
+        &self,
+        conn: &impl ConnectionTrait,
+        if_match: Option<&Precondition>,
+        lease: &lease::Model,
+    ) -> Result<(), DomainError> {
+        if if_match.is_none() {
+            return Ok(());
+        }
+        let shown = load_details(conn, vec![lease.clone()]).await?.remove(0);
+        check_if_match(if_match, &format!("Lease {}", lease.id), &shown.etag())
+    }
+
     /// Refuses (403) unless `caller` may do `rule` on this (visible) lease.
     pub(crate) fn authorize_on(
         &self,
@@ -254,13 +271,22 @@ impl Services {
         }
     }
 
+    /// Creates a lease; with `once` (an `Idempotency-Key`), a retry of an earlier create gets
+    /// that create's response instead (see service::idempotency).
     pub async fn create_lease(
         &self,
         caller: &Caller,
         body: &Object,
-    ) -> Result<LeaseDetail, DomainError> {
+        once: Option<Once<LeaseDetail>>,
+    ) -> Result<Created<LeaseDetail>, DomainError> {
         self.authorize("blazar:leases:post", caller)?;
         let now = self.clock.now();
+        let claim = once.map(|o| Claim::new("createLease", caller, body, o));
+        // A retry is answered before its body is checked again: a start that was in the future
+        // at the first attempt may be in the past now.
+        if let Some(replay) = self.replay_early(claim.as_ref(), now).await? {
+            return Ok(Created::Replayed(replay));
+        }
         let req = rules::parse_create(body, now, self.limits())?;
         // Usage enforcement asks before the write turn (an outside call may take seconds).
         self.enforce_create(caller, &req, now).await?;
@@ -268,6 +294,10 @@ impl Services {
         let lease_id = Uuid::new_v4().to_string();
 
         let txn = self.db.write().await?;
+        // Again in the write turn: a concurrent request with the same key may have just won.
+        if let Some(replay) = self.replay(&*txn, claim.as_ref(), now).await? {
+            return Ok(Created::Replayed(replay));
+        }
         let chosen = if req.reservations.is_empty() {
             Vec::new()
         } else {
@@ -382,22 +412,30 @@ impl Services {
                 )
                 .await?;
         }
-        self.commit(txn).await?;
-        tracing::info!(lease_id = %lease.id, hosts = ?chosen, "lease created");
-        self.prepare(&lease, &reservations).await;
-        self.changed("lease.create", &lease, now).await;
-        Ok(LeaseDetail {
+        let detail = LeaseDetail {
             lease,
             reservations,
             events: events.into_iter().map(EventSummary::from).collect(),
-        })
+        };
+        self.remember(&*txn, claim.as_ref(), &lease_id, &detail, now)
+            .await?;
+        failpoint::hit("create-before-commit");
+        self.commit(txn).await?;
+        failpoint::hit("create-after-commit");
+        tracing::info!(lease_id = %lease_id, hosts = ?chosen, "lease created");
+        self.prepare(&detail.lease, &detail.reservations).await;
+        self.changed("lease.create", &detail.lease, now).await;
+        Ok(Created::New(detail))
     }
 
+    /// Updates a lease; with `if_match`, only if it is still as the client saw it (checked in
+    /// the write transaction, so two updates with one tag cannot both pass).
     pub async fn update_lease(
         &self,
         caller: &Caller,
         id: &str,
         body: &Object,
+        if_match: Option<&Precondition>,
     ) -> Result<LeaseDetail, DomainError> {
         let now = self.clock.now();
         let changes = rules::parse_update(body, now)?;
@@ -408,6 +446,7 @@ impl Services {
         let txn = self.db.write().await?;
         let old = self.find_lease(&*txn, caller, id).await?;
         self.authorize_on("blazar:leases:put", caller, &old)?;
+        self.check_lease_tag(&*txn, if_match, &old).await?;
         let current = CurrentLease {
             start: old.start_date,
             end: old.end_date,
@@ -793,13 +832,16 @@ impl Services {
     /// open, then the rows go. If the driver fails, the lease is as it was and the error says
     /// why; if this process dies half-way, the runner finishes the deletion when the claim
     /// expires. It runs in a task of its own, so that a client hanging up does not stop it.
+    /// Deletes a lease; with `if_match`, only if it is still as the client saw it (checked in
+    /// the transaction that deletes it, or that claims a running lease's end).
     pub async fn delete_lease(
         self: &Arc<Self>,
         caller: &Caller,
         id: &str,
+        if_match: Option<Precondition>,
     ) -> Result<(), DomainError> {
         let (svc, caller, id) = (self.clone(), caller.clone(), id.to_string());
-        tokio::spawn(async move { svc.delete_lease_here(&caller, &id).await })
+        tokio::spawn(async move { svc.delete_lease_here(&caller, &id, if_match.as_ref()).await })
             .await
             .map_err(|e| DomainError::Internal(format!("lease deletion task: {e}")))?
     }
@@ -808,12 +850,14 @@ impl Services {
         self: Arc<Self>,
         caller: &Caller,
         id: &str,
+        if_match: Option<&Precondition>,
     ) -> Result<(), DomainError> {
         let now = self.clock.now();
         let stamp = truncate_to_second(now);
         let txn = self.db.write().await?;
         let lease = self.find_lease(&*txn, caller, id).await?;
         self.authorize_on("blazar:leases:delete", caller, &lease)?;
+        self.check_lease_tag(&*txn, if_match, &lease).await?;
         let status = LeaseStatus::parse(&lease.status).unwrap_or(LeaseStatus::Error);
         if status.is_transitional() {
             return Err(DomainError::InvalidStatus(format!(

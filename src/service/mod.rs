@@ -5,8 +5,10 @@
 
 pub mod capacity;
 pub mod enforcement;
+pub mod etag;
 pub mod facts;
 pub mod hosts;
+pub mod idempotency;
 pub mod leases;
 pub mod metrics;
 pub mod placement;
