@@ -91,8 +91,22 @@ pub struct HostChanges {
 }
 
 pub fn parse_create(body: &Object) -> Result<HostRequest, DomainError> {
-    let name = input::opt_str(body, "name")?
-        .ok_or_else(|| DomainError::MissingParameter("name".into()))?;
+    let Some(name) = input::opt_str(body, "name")? else {
+        // Upstream's InvalidHost prints what is left of the body once it has taken out the
+        // host's name and id.
+        let rest: Object = body
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "name" | "id" | "trust_id"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut rest = input::py_repr(&Value::Object(rest));
+        if rest.chars().count() > 400 {
+            rest = rest.chars().take(400).chain(['…']).collect();
+        }
+        return Err(DomainError::InvalidHost(format!(
+            "{rest}: Missing parameter name (the hypervisor hostname of the host to enrol)"
+        )));
+    };
     input::check_text("name", name, 1, MAX_HOSTNAME_CHARS)?;
     let mut facts = FactsInput::default();
     let mut capabilities = BTreeMap::new();
@@ -104,8 +118,12 @@ pub fn parse_create(body: &Object) -> Result<HostRequest, DomainError> {
             continue;
         }
         check_key(key, "host")?;
-        let v = capability_value(key, value)?
-            .ok_or_else(|| DomainError::malformed(key.clone(), "must be a string, not null"))?;
+        let v = capability_value(key, value)?.ok_or_else(|| {
+            DomainError::malformed(
+                input::printable(key, 40),
+                "a capability value must be a string, not null",
+            )
+        })?;
         capabilities.insert(key.clone(), v);
     }
     check_count(capabilities.len())?;
@@ -212,13 +230,12 @@ fn check_key(key: &str, what: &str) -> Result<(), DomainError> {
             "'{key}' is set by the server and cannot be given in a {what}"
         )));
     }
-    if key.chars().count() > MAX_CAPABILITY_KEY_CHARS {
-        return Err(DomainError::malformed(
-            input::printable(key, 40),
-            format!(
-                "Extra capability key too long (at most {MAX_CAPABILITY_KEY_CHARS} characters)"
-            ),
-        ));
+    let len = key.chars().count();
+    if len > MAX_CAPABILITY_KEY_CHARS {
+        return Err(DomainError::ExtraCapabilityTooLong(format!(
+            "{} has {len} characters; at most {MAX_CAPABILITY_KEY_CHARS} are allowed",
+            input::printable(key, 40)
+        )));
     }
     input::check_text("capability name", key, 1, MAX_CAPABILITY_KEY_CHARS)
 }
@@ -282,7 +299,14 @@ mod tests {
     #[test]
     fn create_errors() {
         for (body, needle) in [
-            (json!({}), "Missing parameter name"),
+            (
+                json!({}),
+                "Invalid values for host {}: Missing parameter name",
+            ),
+            (
+                json!({"gpu": "x", "id": "3"}),
+                "Invalid values for host {'gpu': 'x'}: Missing parameter name",
+            ),
             (json!({"name": ""}), "name: must not be empty"),
             (json!({"name": "h", "id": "3"}), "'id' is set by the server"),
             (
@@ -299,6 +323,7 @@ mod tests {
             ),
             (json!({"name": "h", "gpu": null}), "not null"),
             (json!({"name": "h", "gpu": {"a": 1}}), "not an object"),
+            (json!({"name": "h", "gpu": [true]}), "not an array"),
             (
                 json!({"name": "h", "gpu": true}),
                 "must be a string, not a boolean",
@@ -314,7 +339,13 @@ mod tests {
         }
         let long_key = "k".repeat(65);
         let e = parse_create(&obj(json!({"name": "h", long_key: "v"}))).unwrap_err();
-        assert!(e.to_string().contains("too long"), "{e}");
+        assert!(
+            e.to_string().starts_with("Extra capability key too long"),
+            "{e}"
+        );
+        assert_eq!(e.name(), "MalformedParameter");
+        let e = parse_create(&obj(json!({"gpu": "x"}))).unwrap_err();
+        assert_eq!(e.name(), "MissingParameter");
     }
 
     #[test]

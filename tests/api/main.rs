@@ -13,6 +13,7 @@ mod hosts;
 mod leases;
 mod lifecycle;
 mod live;
+mod messages;
 mod notifications;
 mod paging;
 mod policy;
