@@ -619,3 +619,96 @@ async fn not_enough_hosts_still_matches_python_chi() {
     );
     assert!(msg.starts_with("Not enough hosts available: "), "{msg}");
 }
+
+#[tokio::test]
+async fn scalar_capability_values_are_stored_as_strings() {
+    crate::skip_if_no_database!();
+    let app = spawn_app().await;
+    let host = app
+        .post(
+            "/v1/os-hosts",
+            &json!({"name": "c1", "gpus": 4, "fast": true, "ratio": 4.5, "label": "x"}),
+        )
+        .await
+        .expect(202)
+        .body["host"]
+        .clone();
+    assert_eq!(host["gpus"], "4");
+    assert_eq!(host["fast"], "true");
+    assert_eq!(host["ratio"], "4.5");
+    assert_eq!(host["label"], "x");
+    let id = host["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/os-hosts/{id}");
+    // Read back as stored, not only as echoed.
+    let shown = app.get(&path).await.expect(200).body["host"].clone();
+    assert_eq!(
+        (&shown["gpus"], &shown["fast"], &shown["ratio"]),
+        (&json!("4"), &json!("true"), &json!("4.5"))
+    );
+
+    // Update: flat or wrapped; null removes the key.
+    let updated = app
+        .put(&path, &json!({"gpus": 8, "fast": false, "label": null}))
+        .await
+        .expect(202)
+        .body["host"]
+        .clone();
+    assert_eq!(updated["gpus"], "8");
+    assert_eq!(updated["fast"], "false");
+    assert!(updated.get("label").is_none(), "{updated}");
+    let wrapped = app
+        .put(&path, &json!({"values": {"ratio": 0.5}}))
+        .await
+        .expect(202)
+        .body["host"]
+        .clone();
+    assert_eq!(wrapped["ratio"], "0.5");
+
+    // A filter finds a number stored so, whichever way it is written.
+    app.lease(
+        "gpu",
+        "2030-01-05 10:00",
+        "2030-01-06 10:00",
+        1,
+        1,
+        r#"["and", [">=", "$gpus", 8], ["==", "$fast", "false"]]"#,
+    )
+    .await
+    .expect(202);
+
+    // Objects and arrays stay refused, on create and update, and change nothing.
+    let before = app.snapshot().await;
+    for (method, p, body) in [
+        (
+            Method::POST,
+            "/v1/os-hosts".to_string(),
+            json!({"name": "c2", "gpus": [4]}),
+        ),
+        (
+            Method::POST,
+            "/v1/os-hosts".to_string(),
+            json!({"name": "c2", "gpus": {"n": 4}}),
+        ),
+        (
+            Method::POST,
+            "/v1/os-hosts".to_string(),
+            json!({"name": "c2", "gpus": null}),
+        ),
+        (Method::PUT, path.clone(), json!({"gpus": [8]})),
+        (
+            Method::PUT,
+            path.clone(),
+            json!({"values": {"gpus": {"n": 8}}}),
+        ),
+    ] {
+        let r = app.send_json(method, &p, &body).await;
+        let msg = r.expect_error(400);
+        assert!(
+            msg.starts_with(
+                "Malformed parameter 'gpus': a capability value must be a string, number or boolean"
+            ),
+            "{body}: {msg}"
+        );
+    }
+    assert_eq!(app.snapshot().await, before);
+}
