@@ -25,6 +25,8 @@ mod leases;
 mod lifecycle;
 #[path = "api/live.rs"]
 mod live;
+#[path = "api/messages.rs"]
+mod messages;
 #[path = "api/notifications.rs"]
 mod notifications;
 #[path = "api/paging.rs"]

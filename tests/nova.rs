@@ -223,6 +223,8 @@ async fn enrolment_by_name_takes_nova_facts_and_joins_the_freepool() {
         .await
         .expect_error(404);
     assert!(e.contains("compute-nowhere") && e.contains("Nova"), "{e}");
+    // Upstream's HostNotFound text first (docs/api.md, "Messages").
+    assert!(e.starts_with("Host 'compute-nowhere' not found!"), "{e}");
     let e = app
         .post("/v1/os-hosts", &json!({"name": b, "vcpus": 8}))
         .await
@@ -233,6 +235,13 @@ async fn enrolment_by_name_takes_nova_facts_and_joins_the_freepool() {
         .await
         .expect_error(409);
     assert!(e.contains("already enrolled"), "{e}");
+    // Upstream meets a repeat at Placement: its conflict text comes first.
+    assert!(
+        e.starts_with(&format!(
+            "Conflict on creating resource provider blazar_{a} "
+        )),
+        "{e}"
+    );
     let e = app
         .put(
             &format!("/v1/os-hosts/{}", host["id"].as_str().unwrap()),
@@ -258,6 +267,16 @@ async fn enrolment_by_name_takes_nova_facts_and_joins_the_freepool() {
         .await
         .expect_error(409);
     assert!(e.contains(server["id"].as_str().unwrap()), "{e}");
+    // Upstream's HostHavingServers text: Nova's list of servers as Python prints it.
+    // (The name is the one Nova's hypervisor listing gives, e.g. instance-00000001.)
+    assert!(e.starts_with("Servers [[{'name': '"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "'uuid': '{}'}}]] found for host {b}",
+            server["id"].as_str().unwrap()
+        )),
+        "{e}"
+    );
     assert_eq!(freepool(&nova).await, vec![a.clone()]);
     nova.delete_server(server["id"].as_str().unwrap()).await;
     nova.wait_servers_gone(b).await;

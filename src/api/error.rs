@@ -107,6 +107,8 @@ impl From<DomainError> for ApiError {
         let status = match &err {
             E::MissingParameter(_)
             | E::MalformedParameter { .. }
+            | E::ExtraCapabilityTooLong(_)
+            | E::InvalidHost(_)
             | E::UnknownField(_)
             | E::InvalidDate { .. }
             | E::InvalidInput(_)
@@ -142,7 +144,8 @@ impl From<DomainError> for ApiError {
             return Self::new(
                 StatusCode::CONFLICT,
                 "NotEnoughHostsAvailable",
-                "A host was booked by another request at the same time; retry",
+                "Not enough hosts available: a host was booked by another request at the same \
+                 time; retry",
             );
         }
         // Nova's own words say what to do (wait, fix the host in Nova); nothing of ours leaks.

@@ -15,7 +15,7 @@ use super::{
     conditional::{self, Rendered},
     error::ApiResult,
     paging::{self, PageLink},
-    types::{FactInt, FastJson, Nullable, NullableString, RawBody},
+    types::{FactInt, FastJson, Nullable, RawBody},
 };
 use crate::{
     domain::dates::{format_lease_date, format_timestamp},
@@ -98,7 +98,8 @@ pub struct HostList {
 
 /// A host to enrol. `name` is its hypervisor hostname; the hardware facts are optional (with no
 /// Nova here they come from this body; defaults: 0, `""`, service_name = name); every other key
-/// is an extra capability with a string value.
+/// is an extra capability: a string, a number or a boolean, stored and shown as a string
+/// (`4` as `"4"`, `4.5` as `"4.5"`, `true` as `"true"`).
 #[derive(Debug, Object)]
 #[oai(rename = "HostCreate")]
 pub struct HostCreateDoc {
@@ -118,17 +119,18 @@ pub struct HostCreateDoc {
     pub service_name: Option<String>,
     pub availability_zone: Option<String>,
     #[oai(flatten)]
-    pub extra_capabilities: BTreeMap<String, String>,
+    pub extra_capabilities: BTreeMap<String, CapabilityValue>,
 }
 
 /// Capabilities to set, flat (`{"gpu": "true"}`, as the CLI sends) or wrapped
-/// (`{"values": {"gpu": "true"}}`, as the seed shows). A null value removes the capability.
+/// (`{"values": {"gpu": "true"}}`, as the seed shows). A value is a string, a number or a
+/// boolean, stored as a string; a null value removes the capability.
 /// Hardware facts (vcpus, memory_mb, ...) may be updated too.
 #[derive(Debug, Object)]
 #[oai(rename = "HostUpdate")]
 pub struct HostUpdateDoc {
     /// The seed's form: the capabilities to set, alone in the body.
-    pub values: Option<BTreeMap<String, NullableString>>,
+    pub values: Option<BTreeMap<String, CapabilityValue<true>>>,
     pub vcpus: Option<FactInt>,
     pub memory_mb: Option<FactInt>,
     pub local_gb: Option<FactInt>,
@@ -138,7 +140,73 @@ pub struct HostUpdateDoc {
     pub service_name: Option<String>,
     pub availability_zone: Option<String>,
     #[oai(flatten)]
-    pub capabilities: BTreeMap<String, NullableString>,
+    pub capabilities: BTreeMap<String, CapabilityValue<true>>,
+}
+
+/// Documentation type for an extra capability's value in a request: a string, a number
+/// (integers included) or a boolean, and with `NULLABLE` also `null` (remove it). Bodies are
+/// parsed by the domain layer (`domain::host`); this type only makes the spec say what the server
+/// accepts. `oneOf` of string, number and boolean: an integer is a number in JSON Schema, so a
+/// separate `integer` branch would make every integer match two branches and fail `oneOf`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapabilityValue<const NULLABLE: bool = false>(pub Option<serde_json::Value>);
+
+impl<const NULLABLE: bool> poem_openapi::types::Type for CapabilityValue<NULLABLE> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = serde_json::Value;
+    type RawElementValueType = serde_json::Value;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        if NULLABLE {
+            "nullable_capability_value".into()
+        } else {
+            "capability_value".into()
+        }
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+        let branch = |ty: &'static str| MetaSchemaRef::Inline(Box::new(MetaSchema::new(ty)));
+        // OpenAPI 3.0's `nullable` only counts beside a `type`, so null goes on one branch (and
+        // then matches exactly one, as `oneOf` wants).
+        let string = MetaSchemaRef::Inline(Box::new(MetaSchema {
+            nullable: NULLABLE,
+            ..MetaSchema::new("string")
+        }));
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            one_of: vec![string, branch("number"), branch("boolean")],
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        self.0.as_ref()
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.0.iter())
+    }
+}
+
+impl<const NULLABLE: bool> poem_openapi::types::ParseFromJSON for CapabilityValue<NULLABLE> {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        use serde_json::Value;
+        match value {
+            Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => Ok(Self(Some(v))),
+            None | Some(Value::Null) if NULLABLE => Ok(Self(None)),
+            _ => Err(poem_openapi::types::ParseError::custom(
+                "expected a string, a number or a boolean",
+            )),
+        }
+    }
+}
+
+impl<const NULLABLE: bool> poem_openapi::types::ToJSON for CapabilityValue<NULLABLE> {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(self.0.clone().unwrap_or(serde_json::Value::Null))
+    }
 }
 
 #[derive(ApiResponse)]

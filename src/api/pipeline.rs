@@ -389,12 +389,15 @@ fn check_api_version(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(v) = headers.get(API_VERSION_HEADER) else {
         return Ok(());
     };
-    let v = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
-    let Some(version) = v.strip_prefix("reservation").map(str::trim) else {
+    let raw = v.to_str().unwrap_or("").trim();
+    if !raw.to_ascii_lowercase().starts_with("reservation") {
         // The header may name other services' versions; none for us means the default.
         return Ok(());
-    };
-    if version == "latest" || version == "1.0" {
+    }
+    // As given (upstream's messages print it so), after the ASCII service name.
+    let version = raw["reservation".len()..].trim();
+    let version = &version.chars().take(40).collect::<String>();
+    if version.eq_ignore_ascii_case("latest") || version == "1.0" {
         return Ok(());
     }
     let well_formed = version
@@ -404,13 +407,21 @@ fn check_api_version(headers: &HeaderMap) -> Result<(), ApiError> {
         Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "UnsupportedVersion",
-            format!("API version reservation {version} is not supported; the only version is 1.0"),
+            // Upstream's text.
+            format!(
+                "Version {version} is not supported by the API. Minimum is 1.0 and maximum is \
+                 1.0."
+            ),
         ))
     } else {
         Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "MalformedVersion",
-            format!("Malformed OpenStack-API-Version header: 'reservation {version}'"),
+            // Upstream's text, then which header.
+            format!(
+                "API Version String {version} is of invalid format. Must be of format \
+                 MajorNum.MinorNum. (OpenStack-API-Version: reservation {version})"
+            ),
         ))
     }
 }

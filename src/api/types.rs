@@ -189,53 +189,6 @@ impl<const MIN: i64, const MAX: i64> ToJSON for IntLike<MIN, MAX> {
     }
 }
 
-/// Documentation type for a string value that may be `null` (in maps, where `#[oai(nullable)]`
-/// cannot reach): a capability to set, or with `null` to remove.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NullableString(pub Option<String>);
-
-impl Type for NullableString {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = String;
-    type RawElementValueType = String;
-
-    fn name() -> Cow<'static, str> {
-        "nullable_string".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        use poem_openapi::registry::MetaSchema;
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            nullable: true,
-            ..MetaSchema::new("string")
-        }))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        self.0.as_ref()
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.0.iter())
-    }
-}
-
-impl ParseFromJSON for NullableString {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        Option::<String>::parse_from_json(value)
-            .map(Self)
-            .map_err(ParseError::propagate)
-    }
-}
-
-impl ToJSON for NullableString {
-    fn to_json(&self) -> Option<Value> {
-        Some(self.0.clone().map_or(Value::Null, Value::String))
-    }
-}
-
 /// Bounds of the integers that may come as strings.
 pub type Count = IntLike<1, 2147483647>;
 pub type FactInt = IntLike<0, 9007199254740992>;

@@ -93,9 +93,9 @@ pub fn parse_availability(
     if let Some(max) = q.max
         && max < min
     {
-        return Err(DomainError::InvalidRange(
-            "Max must be equal to or larger than min".into(),
-        ));
+        return Err(DomainError::InvalidRange(format!(
+            "The query asks for min {min} and max {max}."
+        )));
     }
     let limit = q.limit.unwrap_or(5);
     if !(1..=MAX_WINDOWS).contains(&limit) {

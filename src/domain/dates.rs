@@ -35,11 +35,10 @@ pub fn parse_input(
     now: NaiveDateTime,
     allow_now: Now,
 ) -> Result<NaiveDateTime, DomainError> {
+    // The value as given (before trimming), bare, as upstream prints it.
     let invalid = |reason: &str| DomainError::InvalidDate {
         name: field.to_string(),
-        value: super::input::printable(value, 40)
-            .trim_matches('\'')
-            .to_string(),
+        value: super::input::echo(value, 40),
         reason: reason.to_string(),
     };
     // Surrounding spaces are a typing accident, not a different date.
@@ -69,9 +68,7 @@ pub fn parse_input(
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
         .ok_or_else(|| {
-            invalid(
-                "required format is YYYY-MM-DD HH:MM (seconds and a T separator are also accepted)",
-            )
+            invalid("expected YYYY-MM-DD HH:MM, optionally with seconds and a T separator")
         })?;
     if !(MIN_YEAR..=MAX_YEAR).contains(&parsed.year()) {
         return Err(invalid(&format!(
@@ -210,6 +207,22 @@ mod tests {
             let err = parse_input("end_date", input, now(), Now::Allowed).unwrap_err();
             assert!(err.to_string().contains("end_date"), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn invalid_dates_read_as_upstream() {
+        let err = parse_input("end_date", "Bogus-date 13:13", now(), Now::Allowed).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "Bogus-date 13:13 is an invalid date. Required format: %Y-%m-%d %H:%M"
+            ),
+            "{err}"
+        );
+        let err = parse_input("before_end_date", "now", now(), Now::Forbidden).unwrap_err();
+        assert!(
+            err.to_string().starts_with("now is an invalid date."),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,18 +2,31 @@
 
 use thiserror::Error;
 
+use super::input::py_str;
+
+// Each message begins with upstream Blazar's text for the same error, character for character
+// (scripts and python-chi match on them); what we add comes after it. docs/api.md has the table.
 #[derive(Debug, Error)]
 pub enum DomainError {
-    /// A required field is absent.
+    /// A required field is absent: upstream's name for it, then where it is when nested
+    /// (`min (reservations[0].min)`).
     #[error("Missing parameter {0}")]
     MissingParameter(String),
     /// A field is present but its value is unusable.
     #[error("Malformed parameter {name}: {reason}")]
     MalformedParameter { name: String, reason: String },
+    /// Upstream's ExtraCapabilityTooLong (a 400 named MalformedParameter here, as before).
+    #[error("Extra capability key too long: {0}")]
+    ExtraCapabilityTooLong(String),
+    /// Upstream's InvalidHost: a host to enrol without a name; the text is the rest of the body as
+    /// Python prints it, then what is missing (a 400 named MissingParameter here, as before).
+    #[error("Invalid values for host {0}")]
+    InvalidHost(String),
     /// A field that the server owns (id, project_id, status, ...) or does not know.
     #[error("{0}")]
     UnknownField(String),
-    #[error("Invalid date {name} {value:?}: {reason}")]
+    /// `value` as given (escaped, capped), printed bare as upstream does.
+    #[error("{value} is an invalid date. Required format: %Y-%m-%d %H:%M ({name}: {reason})")]
     InvalidDate {
         name: String,
         value: String,
@@ -22,9 +35,16 @@ pub enum DomainError {
     /// A rule about the request as a whole (dates out of order, start in the past, ...).
     #[error("{0}")]
     InvalidInput(String),
-    #[error("Malformed requirements in {name}: {reason}")]
-    MalformedRequirements { name: String, reason: String },
-    #[error("Invalid values for min/max of hosts: {0}")]
+    /// `requirements`: the filter text when it is not JSON, else the failing part as Python's
+    /// repr() shows it (upstream's `%s` of the parsed list).
+    #[error("Malformed requirements {requirements} ({name}: {reason})")]
+    MalformedRequirements {
+        name: String,
+        requirements: String,
+        reason: String,
+    },
+    /// The text says which reservation and its numbers, as a second sentence.
+    #[error("Invalid values for min/max of hosts. Max must be equal to or larger than min. {0}")]
     InvalidRange(String),
     #[error("The {0} resource type is not supported; this server reserves physical:host")]
     UnsupportedResourceType(String),
@@ -33,24 +53,28 @@ pub enum DomainError {
     #[error("Policy doesn't allow {0} to be performed")]
     PolicyNotAuthorized(String),
 
-    #[error("Lease {0} not found")]
+    /// Upstream's `check_exists` text, with the id as the path gave it.
+    #[error("Object with {{'lease_id': {}}} not found", py_str(.0, 64))]
     LeaseNotFound(String),
-    #[error("Host {0} not found")]
+    #[error("Object with {{'host_id': {}}} not found", py_str(.0, 64))]
     HostNotFound(String),
-    #[error("Resource property {0} not found")]
+    /// Upstream's BlazarDBInvalidResourceProperty text (upstream hides it behind a 500 "A
+    /// database error occurred"; we answer 404 with the text it logs).
+    #[error("{0} does not exist for resource type physical:host.")]
     PropertyNotFound(String),
 
     /// Upstream's text first (clients match on it), then what stands in the way.
     #[error("Not enough hosts available: {0}")]
     NotEnoughHostsAvailable(String),
-    /// The operation is not allowed in the lease's current status.
-    #[error("{0}")]
+    /// The operation is not allowed in the lease's current status (then why, as a sentence).
+    #[error("Invalid lease status. {0}")]
     InvalidStatus(String),
     #[error("{0}")]
     CantUpdateParameter(String),
     #[error("{0}")]
     CantDeleteHost(String),
-    #[error("Host {0} is already enrolled")]
+    /// The whole text (it begins with upstream's Placement conflict).
+    #[error("{0}")]
     HostAlreadyExists(String),
     #[error("{0}")]
     CapabilityInUse(String),
@@ -106,6 +130,8 @@ impl DomainError {
         match self {
             Self::MissingParameter(_) => "MissingParameter",
             Self::MalformedParameter { .. } => "MalformedParameter",
+            Self::ExtraCapabilityTooLong(_) => "MalformedParameter",
+            Self::InvalidHost(_) => "MissingParameter",
             Self::UnknownField(_) => "UnknownParameter",
             Self::InvalidDate { .. } => "InvalidDate",
             Self::InvalidInput(_) => "InvalidInput",

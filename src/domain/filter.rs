@@ -117,8 +117,10 @@ impl Compiled {
 impl Filter {
     /// Parses one filter field. `""` means no condition.
     pub fn parse(field: &str, text: &str) -> Result<Filter, DomainError> {
+        // Upstream prints the text itself when it is not JSON, else the part it could not read.
         let err = |reason: String| DomainError::MalformedRequirements {
             name: field.to_string(),
+            requirements: super::input::echo(text, 200),
             reason,
         };
         if text.trim().is_empty() {
@@ -137,7 +139,11 @@ impl Filter {
                 err(format!("not valid JSON ({e})"))
             }
         })?;
-        parse_node(&value, 0).map_err(err)
+        parse_node(&value, 0).map_err(|bad| DomainError::MalformedRequirements {
+            name: field.to_string(),
+            requirements: bad.node,
+            reason: bad.why,
+        })
     }
 
     pub fn matches(&self, host: &impl Attributes) -> bool {
@@ -260,9 +266,47 @@ fn as_number(s: &str) -> Option<f64> {
     }
 }
 
-fn parse_node(v: &Value, depth: usize) -> Result<Filter, String> {
+/// A part of a filter that cannot be read: the part as Python's repr() shows it (what upstream
+/// names in its message), and why.
+struct Bad {
+    node: String,
+    why: String,
+}
+
+fn parse_node(v: &Value, depth: usize) -> Result<Filter, Bad> {
+    parse_condition(v, depth).map_err(|why| match why {
+        Inner::Here(why) => {
+            let mut node: String = super::input::py_repr(v);
+            if node.chars().count() > 200 {
+                node = node.chars().take(200).chain(['…']).collect();
+            }
+            Bad { node, why }
+        }
+        Inner::Below(bad) => bad,
+    })
+}
+
+/// Where a condition failed: in itself, or in one of its parts (already described).
+enum Inner {
+    Here(String),
+    Below(Bad),
+}
+
+impl From<String> for Inner {
+    fn from(why: String) -> Self {
+        Inner::Here(why)
+    }
+}
+
+impl From<&str> for Inner {
+    fn from(why: &str) -> Self {
+        Inner::Here(why.to_string())
+    }
+}
+
+fn parse_condition(v: &Value, depth: usize) -> Result<Filter, Inner> {
     if depth > MAX_FILTER_DEPTH {
-        return Err(format!("nested deeper than {MAX_FILTER_DEPTH} levels"));
+        return Err(format!("nested deeper than {MAX_FILTER_DEPTH} levels").into());
     }
     let items = v.as_array().ok_or_else(|| {
         format!(
@@ -275,17 +319,18 @@ fn parse_node(v: &Value, depth: usize) -> Result<Filter, String> {
     };
     let head = head
         .as_str()
-        .ok_or_else(|| "the first element of a condition must be an operator string".to_string())?;
+        .ok_or("the first element of a condition must be an operator string")?;
     let rest = &items[1..];
     match head {
         "and" | "or" => {
             if rest.is_empty() {
-                return Err(format!("\"{head}\" needs at least one condition"));
+                return Err(format!("\"{head}\" needs at least one condition").into());
             }
             let parts = rest
                 .iter()
                 .map(|c| parse_node(c, depth + 1))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Inner::Below)?;
             Ok(if head == "and" {
                 Filter::And(parts)
             } else {
@@ -296,7 +341,9 @@ fn parse_node(v: &Value, depth: usize) -> Result<Filter, String> {
             if rest.len() != 1 {
                 return Err("\"not\" takes exactly one condition".into());
             }
-            Ok(Filter::Not(Box::new(parse_node(&rest[0], depth + 1)?)))
+            Ok(Filter::Not(Box::new(
+                parse_node(&rest[0], depth + 1).map_err(Inner::Below)?,
+            )))
         }
         "in" => {
             let key = parse_key(rest.first())?;
@@ -320,7 +367,8 @@ fn parse_node(v: &Value, depth: usize) -> Result<Filter, String> {
                 return Err(format!(
                     "a comparison has three elements [operator, \"$key\", value], found {}",
                     items.len()
-                ));
+                )
+                .into());
             }
             Ok(Filter::Cmp {
                 op,

@@ -1,7 +1,8 @@
 //! Host rules: which body keys are hardware facts, which are extra capabilities, and their limits.
 //!
 //! With no Nova here, a host's hardware facts (vcpus, memory_mb, ...) come from the create body;
-//! every other key is an extra capability, stored and shown as a string.
+//! every other key is an extra capability, stored and shown as a string (numbers and booleans
+//! are accepted and stored as their text, as upstream stores `str()` of them).
 
 use std::collections::BTreeMap;
 
@@ -91,8 +92,22 @@ pub struct HostChanges {
 }
 
 pub fn parse_create(body: &Object) -> Result<HostRequest, DomainError> {
-    let name = input::opt_str(body, "name")?
-        .ok_or_else(|| DomainError::MissingParameter("name".into()))?;
+    let Some(name) = input::opt_str(body, "name")? else {
+        // Upstream's InvalidHost prints what is left of the body once it has taken out the
+        // host's name and id.
+        let rest: Object = body
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "name" | "id" | "trust_id"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut rest = input::py_repr(&Value::Object(rest));
+        if rest.chars().count() > 400 {
+            rest = rest.chars().take(400).chain(['…']).collect();
+        }
+        return Err(DomainError::InvalidHost(format!(
+            "{rest}: Missing parameter name (the hypervisor hostname of the host to enrol)"
+        )));
+    };
     input::check_text("name", name, 1, MAX_HOSTNAME_CHARS)?;
     let mut facts = FactsInput::default();
     let mut capabilities = BTreeMap::new();
@@ -104,8 +119,12 @@ pub fn parse_create(body: &Object) -> Result<HostRequest, DomainError> {
             continue;
         }
         check_key(key, "host")?;
-        let v = capability_value(key, value)?
-            .ok_or_else(|| DomainError::malformed(key.clone(), "must be a string, not null"))?;
+        let v = capability_value(key, value)?.ok_or_else(|| {
+            DomainError::malformed(
+                input::printable(key, 40),
+                "a capability value must be a string, number or boolean, not null",
+            )
+        })?;
         capabilities.insert(key.clone(), v);
     }
     check_count(capabilities.len())?;
@@ -212,27 +231,31 @@ fn check_key(key: &str, what: &str) -> Result<(), DomainError> {
             "'{key}' is set by the server and cannot be given in a {what}"
         )));
     }
-    if key.chars().count() > MAX_CAPABILITY_KEY_CHARS {
-        return Err(DomainError::malformed(
-            input::printable(key, 40),
-            format!(
-                "Extra capability key too long (at most {MAX_CAPABILITY_KEY_CHARS} characters)"
-            ),
-        ));
+    let len = key.chars().count();
+    if len > MAX_CAPABILITY_KEY_CHARS {
+        return Err(DomainError::ExtraCapabilityTooLong(format!(
+            "{} has {len} characters; at most {MAX_CAPABILITY_KEY_CHARS} are allowed",
+            input::printable(key, 40)
+        )));
     }
     input::check_text("capability name", key, 1, MAX_CAPABILITY_KEY_CHARS)
 }
 
-/// A capability value: a string (as the CLI sends and the spec says), or null (remove it).
+/// A capability value: a string (as the CLI sends), a number or a boolean (as a REST caller
+/// naturally sends `{"gpus": 4}`), stored as text; or null (remove it). Numbers are stored as
+/// Python's `str()` writes them (`4`, `4.5`), as upstream does; booleans as JSON writes them
+/// (`true`, `false`), not Python's `True`: docs/api.md says why.
 fn capability_value(key: &str, value: &Value) -> Result<Option<String>, DomainError> {
     let v = match value {
         Value::Null => return Ok(None),
         Value::String(s) => s.clone(),
+        Value::Number(n) => input::py_number(n),
+        Value::Bool(b) => b.to_string(),
         other => {
             return Err(DomainError::malformed(
                 input::printable(key, 40),
                 format!(
-                    "a capability value must be a string, not {}",
+                    "a capability value must be a string, number or boolean, not {}",
                     input::json_kind(other)
                 ),
             ));
@@ -282,7 +305,14 @@ mod tests {
     #[test]
     fn create_errors() {
         for (body, needle) in [
-            (json!({}), "Missing parameter name"),
+            (
+                json!({}),
+                "Invalid values for host {}: Missing parameter name",
+            ),
+            (
+                json!({"gpu": "x", "id": "3"}),
+                "Invalid values for host {'gpu': 'x'}: Missing parameter name",
+            ),
             (json!({"name": ""}), "name: must not be empty"),
             (json!({"name": "h", "id": "3"}), "'id' is set by the server"),
             (
@@ -299,14 +329,7 @@ mod tests {
             ),
             (json!({"name": "h", "gpu": null}), "not null"),
             (json!({"name": "h", "gpu": {"a": 1}}), "not an object"),
-            (
-                json!({"name": "h", "gpu": true}),
-                "must be a string, not a boolean",
-            ),
-            (
-                json!({"name": "h", "rack": 4}),
-                "must be a string, not a number",
-            ),
+            (json!({"name": "h", "gpu": [true]}), "not an array"),
             (json!({"name": "h", "gpu": "a\nb"}), "control characters"),
         ] {
             let e = parse_create(&obj(body.clone())).unwrap_err().to_string();
@@ -314,7 +337,42 @@ mod tests {
         }
         let long_key = "k".repeat(65);
         let e = parse_create(&obj(json!({"name": "h", long_key: "v"}))).unwrap_err();
-        assert!(e.to_string().contains("too long"), "{e}");
+        assert!(
+            e.to_string().starts_with("Extra capability key too long"),
+            "{e}"
+        );
+        assert_eq!(e.name(), "MalformedParameter");
+        let e = parse_create(&obj(json!({"gpu": "x"}))).unwrap_err();
+        assert_eq!(e.name(), "MissingParameter");
+    }
+
+    #[test]
+    fn scalar_capability_values_are_stored_as_text() {
+        let r = parse_create(&obj(json!({
+            "name": "h", "gpus": 4, "fast": true, "slow": false, "ratio": 4.5, "big": 1e20,
+            "neg": -3
+        })))
+        .unwrap();
+        for (k, want) in [
+            ("gpus", "4"),
+            ("fast", "true"),
+            ("slow", "false"),
+            ("ratio", "4.5"),
+            ("big", "1e+20"),
+            ("neg", "-3"),
+        ] {
+            assert_eq!(r.capabilities[k], want, "{k}");
+        }
+        let u = parse_update(&obj(json!({"gpus": 8, "fast": false, "gone": null}))).unwrap();
+        assert_eq!(u.capabilities["gpus"], Some("8".into()));
+        assert_eq!(u.capabilities["fast"], Some("false".into()));
+        assert_eq!(u.capabilities["gone"], None);
+        let u = parse_update(&obj(json!({"values": {"gpus": 2}}))).unwrap();
+        assert_eq!(u.capabilities["gpus"], Some("2".into()));
+        for bad in [json!({"gpus": [4]}), json!({"gpus": {"n": 4}})] {
+            let e = parse_update(&obj(bad.clone())).unwrap_err();
+            assert_eq!(e.name(), "MalformedParameter", "{bad}");
+        }
     }
 
     #[test]

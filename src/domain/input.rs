@@ -146,6 +146,133 @@ pub fn printable(s: &str, max_chars: usize) -> String {
     format!("'{out}'")
 }
 
+/// A value printed bare, as upstream prints it (`Bogus-date 13:13 is an invalid date. ...`):
+/// as given but for control characters, which are escaped, and capped in length.
+pub fn echo(s: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max_chars * 4));
+    for c in s.chars().take(max_chars) {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    if s.chars().count() > max_chars {
+        out.push('…');
+    }
+    out
+}
+
+// Upstream builds some messages with Python's `%s` of a dict or list (`Object with
+// {'lease_id': 'x'} not found`, `Can't add extracapabilities ['gpu'] to Host 3`). Clients match
+// on those texts, so ours print values the way Python's repr() does.
+
+/// Python's `repr()` of a string: single quotes unless the text holds one and no double quote;
+/// control characters escaped; capped at `max_chars` (with `…` inside the quotes).
+pub fn py_str(s: &str, max_chars: usize) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars().take(max_chars) {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || (0x7f..0xa0).contains(&(c as u32)) => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    if s.chars().count() > max_chars {
+        out.push('…');
+    }
+    out.push(quote);
+    out
+}
+
+/// Python's `repr()` of a JSON value as `json.loads` gives it (`['==', '$gpu', True]`,
+/// `{'gpu': 'x'}`). Object keys come in the order serde_json keeps them (sorted), where Python
+/// keeps the body's order.
+pub fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => py_number(n),
+        Value::String(s) => py_str(s, 200),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(py_repr).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(map) => format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!("{}: {}", py_str(k, 200), py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Python's `str()` of a JSON number: integers as digits, floats as Python prints them
+/// (`4.5`, `1.0`, `1e+20`, `1e-05`).
+pub fn py_number(n: &serde_json::Number) -> String {
+    if n.is_i64() || n.is_u64() {
+        return n.to_string();
+    }
+    py_float(n.as_f64().unwrap_or(0.0))
+}
+
+/// Python's `repr(float)`: the shortest digits that round-trip (as Rust finds them), written
+/// positionally when the exponent is in -4..16 and in scientific notation otherwise.
+pub fn py_float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    // `{:e}` gives the shortest round-trip digits: "4.5e0", "1e20", "-1.25e-7".
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if (-4..16).contains(&exp) {
+        let point = exp + 1; // digits before the decimal point
+        let body = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+        } else {
+            let (int, frac) = digits.split_at(point as usize);
+            format!("{int}.{frac}")
+        };
+        format!("{sign}{body}")
+    } else {
+        let frac = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{frac}e{esign}{:02}", exp.abs())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -186,6 +313,47 @@ mod tests {
         let obj = json!({"colour": 1});
         let e = reject_unknown(obj.as_object().unwrap(), &["name"], &[], "lease").unwrap_err();
         assert!(e.to_string().contains("Unknown field 'colour'"), "{e}");
+    }
+
+    #[test]
+    fn echo_keeps_quotes_and_escapes_controls() {
+        assert_eq!(echo(r#"["bogus" 'x'"#, 64), r#"["bogus" 'x'"#);
+        assert_eq!(echo("a\nb", 64), "a\\nb");
+        assert_eq!(echo("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn python_reprs() {
+        assert_eq!(py_str("abc", 64), "'abc'");
+        assert_eq!(py_str("it's", 64), "\"it's\"");
+        assert_eq!(py_str("a'b\"c", 64), "'a\\'b\"c'");
+        assert_eq!(py_str("a\nb\u{7}", 64), "'a\\nb\\x07'");
+        assert_eq!(py_str("x".repeat(5).as_str(), 3), "'xxx…'");
+        assert_eq!(
+            py_repr(&json!(["==", "$gpu", true, null, 4, 4.5, {"k": "v"}])),
+            "['==', '$gpu', True, None, 4, 4.5, {'k': 'v'}]"
+        );
+        for (f, want) in [
+            (4.5, "4.5"),
+            (1.0, "1.0"),
+            (-0.0, "-0.0"),
+            (0.1, "0.1"),
+            (100.0, "100.0"),
+            (1e20, "1e+20"),
+            (1e16, "1e+16"),
+            (1234567890123456.0, "1234567890123456.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-1.25e-7, "-1.25e-07"),
+            (1.5e300, "1.5e+300"),
+        ] {
+            assert_eq!(py_float(f), want, "{f}");
+        }
+        assert_eq!(py_number(&serde_json::Number::from(4)), "4");
+        assert_eq!(
+            py_number(&serde_json::Number::from(u64::MAX)),
+            "18446744073709551615"
+        );
     }
 
     #[test]

@@ -265,13 +265,16 @@ fn parse_before_end_date(
 fn check_end_after_start(start: NaiveDateTime, end: NaiveDateTime) -> Result<(), DomainError> {
     if end <= start {
         return Err(DomainError::InvalidInput(format!(
-            "End date must be later than start date: end_date {} is not after start_date {}",
+            "End date must be later than start date. end_date {} is not after start_date {}",
             dates::format_lease_date(end),
             dates::format_lease_date(start)
         )));
     }
     Ok(())
 }
+
+/// Upstream's update says it in other words than its create: keep each one's text.
+const UPDATE_END_RULE: &str = "End date must be later than current and start date";
 
 fn check_before_end_within(
     bed: NaiveDateTime,
@@ -280,7 +283,8 @@ fn check_before_end_within(
 ) -> Result<(), DomainError> {
     if bed <= start || bed >= end {
         return Err(DomainError::InvalidInput(format!(
-            "before_end_date {} must be strictly between the lease's start {} and end {}",
+            "Datetime is out of lease limits: before_end_date {} must be strictly between the \
+             lease's start {} and end {}",
             dates::format_lease_date(bed),
             dates::format_lease_date(start),
             dates::format_lease_date(end)
@@ -291,6 +295,12 @@ fn check_before_end_within(
 
 fn field(index: usize, name: &str) -> String {
     format!("reservations[{index}].{name}")
+}
+
+/// A nested parameter as a Missing/Malformed message names it: upstream's bare name first
+/// (`Missing parameter min`), then where it is.
+fn param(index: usize, name: &str) -> String {
+    format!("{name} ({})", field(index, name))
 }
 
 fn parse_reservation(index: usize, value: &Value) -> Result<ReservationRequest, DomainError> {
@@ -307,14 +317,14 @@ fn parse_reservation(index: usize, value: &Value) -> Result<ReservationRequest, 
         "reservation",
     )?;
     let resource_type = input::opt_str(obj, "resource_type")
-        .map_err(|_| DomainError::malformed(field(index, "resource_type"), "must be a string"))?
-        .ok_or_else(|| DomainError::MissingParameter(field(index, "resource_type")))?;
+        .map_err(|_| DomainError::malformed(param(index, "resource_type"), "must be a string"))?
+        .ok_or_else(|| DomainError::MissingParameter(param(index, "resource_type")))?;
     check_resource_type(resource_type)?;
     let min = count(obj, index, "min")?
-        .ok_or_else(|| DomainError::MissingParameter(field(index, "min")))?;
+        .ok_or_else(|| DomainError::MissingParameter(param(index, "min")))?;
     let max = count(obj, index, "max")?
-        .ok_or_else(|| DomainError::MissingParameter(field(index, "max")))?;
-    check_range(min, max)?;
+        .ok_or_else(|| DomainError::MissingParameter(param(index, "max")))?;
+    check_range(index, min, max)?;
     let hypervisor_properties =
         filter_text(obj, index, "hypervisor_properties")?.unwrap_or_default();
     let resource_properties = filter_text(obj, index, "resource_properties")?.unwrap_or_default();
@@ -346,21 +356,28 @@ fn count(obj: &Object, index: usize, name: &str) -> Result<Option<i32>, DomainEr
     let Some(v) = obj.get(name).filter(|v| !v.is_null()) else {
         return Ok(None);
     };
-    let name = field(index, name);
-    let n = input::int_value(&name, v)?;
-    if !(1..=i64::from(i32::MAX)).contains(&n) {
+    let n = input::int_value(&param(index, name), v)?;
+    if n < 1 {
+        // Upstream's text names both, whichever is wrong.
         return Err(DomainError::malformed(
-            name,
+            "min and max (must be greater than or equal to 1)",
+            format!("{} is {n}", field(index, name)),
+        ));
+    }
+    if n > i64::from(i32::MAX) {
+        return Err(DomainError::malformed(
+            param(index, name),
             format!("must be between 1 and {} (got {n})", i32::MAX),
         ));
     }
     Ok(Some(n as i32))
 }
 
-pub fn check_range(min: i32, max: i32) -> Result<(), DomainError> {
+/// `min <= max` for reservation `index` (its position in the body, or in the lease).
+pub fn check_range(index: usize, min: i32, max: i32) -> Result<(), DomainError> {
     if min > max {
         return Err(DomainError::InvalidRange(format!(
-            "max ({max}) must be equal to or larger than min ({min})"
+            "reservations[{index}] asks for min {min} and max {max}."
         )));
     }
     Ok(())
@@ -371,7 +388,7 @@ fn filter_text(obj: &Object, index: usize, name: &str) -> Result<Option<String>,
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(DomainError::malformed(
-            field(index, name),
+            param(index, name),
             format!(
                 "must be a string holding a JSON filter, not {}",
                 input::json_kind(other)
@@ -385,7 +402,7 @@ fn before_end(obj: &Object, index: usize) -> Result<Option<String>, DomainError>
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if BEFORE_END_ACTIONS.contains(&s.as_str()) => Ok(Some(s.clone())),
         Some(other) => Err(DomainError::malformed(
-            field(index, "before_end"),
+            param(index, "before_end"),
             format!(
                 "must be one of \"\", \"default\", \"snapshot\", not {}",
                 match other {
@@ -520,7 +537,9 @@ fn parse_reservation_change(index: usize, value: &Value) -> Result<ReservationCh
         "reservation update",
     )?;
     let id = input::opt_str(obj, "id")?
-        .ok_or_else(|| DomainError::MissingParameter(format!("reservations[{index}].id")))?
+        .ok_or_else(|| {
+            DomainError::MissingParameter(format!("reservation ID ({})", field(index, "id")))
+        })?
         .to_string();
     let change = ReservationChange {
         id,
@@ -594,10 +613,16 @@ pub fn plan_dates(
         _ => current.start,
     };
     let end = changes.end.unwrap_or(current.end);
-    check_end_after_start(start, end)?;
+    if end <= start {
+        return Err(DomainError::InvalidInput(format!(
+            "{UPDATE_END_RULE}: end_date {} is not after start_date {}",
+            dates::format_lease_date(end),
+            dates::format_lease_date(start)
+        )));
+    }
     if changes.end.is_some() && end < dates::truncate_to_minute(now) {
         return Err(DomainError::InvalidInput(format!(
-            "End date must be later than current date: end_date {} is in the past",
+            "{UPDATE_END_RULE}: end_date {} is in the past",
             dates::format_lease_date(end)
         )));
     }
@@ -732,7 +757,7 @@ mod tests {
             ),
             (
                 Box::new(|b| b["start_date"] = json!("2030-02-30 10:00")),
-                "InvalidDate | Invalid date start_date",
+                "InvalidDate | 2030-02-30 10:00 is an invalid date. Required format: %Y-%m-%d %H:%M (start_date",
             ),
             (
                 Box::new(|b| b["start_date"] = json!(12)),
@@ -744,11 +769,11 @@ mod tests {
             ),
             (
                 Box::new(|b| b["end_date"] = json!("2030-03-02 20:00")),
-                "End date must be later than start date",
+                "End date must be later than start date.",
             ),
             (
                 Box::new(|b| b["before_end_date"] = json!("2030-03-05 00:00")),
-                "before_end_date 2030-03-05T00:00:00.000000 must be strictly between",
+                "Datetime is out of lease limits: before_end_date 2030-03-05T00:00:00.000000 must be strictly between",
             ),
             (
                 Box::new(|b| b["before_end_date"] = json!("now")),
@@ -756,15 +781,15 @@ mod tests {
             ),
             (
                 Box::new(|b| b["reservations"][0]["min"] = json!(0)),
-                "reservations[0].min: must be between 1",
+                "Malformed parameter min and max (must be greater than or equal to 1): reservations[0].min is 0",
             ),
             (
                 Box::new(|b| b["reservations"][0]["max"] = json!(-1)),
-                "reservations[0].max: must be between 1",
+                "Malformed parameter min and max (must be greater than or equal to 1): reservations[0].max is -1",
             ),
             (
                 Box::new(|b| b["reservations"][0]["max"] = json!(1.5)),
-                "reservations[0].max: must be an integer",
+                "Malformed parameter max (reservations[0].max): must be an integer",
             ),
             (
                 Box::new(|b| b["reservations"][0]["max"] = json!("9223372036854775808")),
@@ -781,7 +806,7 @@ mod tests {
                 Box::new(|b| {
                     b["reservations"][0].as_object_mut().unwrap().remove("min");
                 }),
-                "Missing parameter reservations[0].min",
+                "Missing parameter min (reservations[0].min)",
             ),
             (
                 Box::new(|b| b["reservations"][0]["resource_type"] = json!("virtual:instance")),
@@ -789,13 +814,13 @@ mod tests {
             ),
             (
                 Box::new(|b| b["reservations"][0]["before_end"] = json!("reboot")),
-                "reservations[0].before_end: must be one of",
+                "Malformed parameter before_end (reservations[0].before_end): must be one of",
             ),
             (
                 Box::new(|b| {
                     b["reservations"][0]["resource_properties"] = json!("[\"~\", \"$a\", \"1\"]")
                 }),
-                "MalformedRequirements | Malformed requirements in reservations[0].resource_properties",
+                "MalformedRequirements | Malformed requirements ['~', '$a', '1'] (reservations[0].resource_properties: ",
             ),
             (
                 Box::new(|b| b["reservations"][0]["amount"] = json!(1)),

@@ -150,14 +150,13 @@ impl ResourceDriver for NovaDriver {
             .await
             .map_err(driver_error)?;
         if !servers.is_empty() {
+            // Upstream's HostHavingServers text, then ours.
             return Err(DriverError::Conflict(format!(
-                "Host {} has servers running: {}",
-                host.name,
-                servers
-                    .iter()
-                    .map(|s| s.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "Servers [{}] found for host {}: a host with servers cannot be withdrawn",
+                super::facts::servers_repr(
+                    servers.iter().map(|s| (s.name.as_str(), s.id.as_str()))
+                ),
+                host.name
             )));
         }
         let changed = self

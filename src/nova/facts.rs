@@ -9,7 +9,11 @@ use serde_json::Value;
 
 use super::{client::Hypervisor, driver::driver_error, pool::Pools};
 use crate::{
-    domain::{DomainError, host::FactsInput, input::printable},
+    domain::{
+        DomainError,
+        host::FactsInput,
+        input::{echo, py_str},
+    },
     service::{
         driver_failure,
         facts::{HostFactSource, HostFacts},
@@ -45,7 +49,7 @@ impl NovaFacts {
 
     /// The one compute node named `name` (its hypervisor hostname or its service's host).
     async fn hypervisor(&self, name: &str) -> Result<Hypervisor, DomainError> {
-        let shown = printable(name, 64);
+        let shown = echo(name, 64);
         let found = self
             .pools
             .nova
@@ -58,10 +62,10 @@ impl NovaFacts {
         match exact.len() {
             1 => Ok(exact.into_iter().next().expect("one")),
             0 if similar.is_empty() => Err(DomainError::HostNotInNova(format!(
-                "Host {shown} not found in Nova: no compute node has that name"
+                "Host '{shown}' not found! Nova has no compute node of that name."
             ))),
             0 => Err(DomainError::HostNotInNova(format!(
-                "Host {shown} not found in Nova; similar names: {}",
+                "Host '{shown}' not found! Nova has none of that exact name; similar names: {}",
                 similar
                     .iter()
                     .map(|h| h.hypervisor_hostname.as_str())
@@ -69,7 +73,7 @@ impl NovaFacts {
                     .join(", ")
             ))),
             n => Err(DomainError::MultipleHostsFound(format!(
-                "More than one host {shown} found in Nova ({n} compute nodes: {})",
+                "Multiple Hosts found for pattern '{shown}': {n} compute nodes in Nova ({})",
                 exact
                     .iter()
                     .map(|h| format!("{} on {}", h.hypervisor_hostname, h.service.host))
@@ -101,14 +105,15 @@ impl HostFactSource for NovaFacts {
         Self::refuse_given(given)?;
         let hv = self.hypervisor(hostname).await?;
         if !hv.servers.is_empty() {
+            // Upstream prints Nova's list of servers as Python does.
             return Err(DomainError::HostHavingServers(format!(
-                "Servers [{}] found for host {}; a host must have none to be enrolled",
-                hv.servers
-                    .iter()
-                    .map(|s| s.uuid.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                hv.hypervisor_hostname
+                "Servers [{}] found for host {}: a host must have none to be enrolled",
+                servers_repr(
+                    hv.servers
+                        .iter()
+                        .map(|s| (s.name.as_str(), s.uuid.as_str()))
+                ),
+                echo(hostname, 64)
             )));
         }
         let availability_zone = if self.az_aware {
@@ -142,4 +147,19 @@ impl HostFactSource for NovaFacts {
         Self::refuse_given(given)?;
         Ok(current.clone())
     }
+}
+
+/// Nova's servers of a hypervisor as upstream's message prints them: Python's repr() of the
+/// list of `{"name", "uuid"}` objects Nova answers.
+pub(crate) fn servers_repr<'a>(servers: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let items: Vec<String> = servers
+        .map(|(name, uuid)| {
+            format!(
+                "{{'name': {}, 'uuid': {}}}",
+                py_str(name, 64),
+                py_str(uuid, 64)
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
 }

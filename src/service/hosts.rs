@@ -24,7 +24,7 @@ use crate::domain::{
     DomainError,
     dates::{format_lease_date, truncate_to_second},
     host as rules,
-    input::{self, Object, printable},
+    input::{self, Object},
     lease::{PHYSICAL_HOST, parse_filters},
     page::{Page, PageRequest, marker_not_found},
     precondition::Precondition,
@@ -494,9 +494,7 @@ impl Services {
             .filter(resource_property::Column::PropertyName.eq(name))
             .one(&*txn)
             .await?
-            .ok_or_else(|| {
-                DomainError::PropertyNotFound(printable(name, 64).trim_matches('\'').into())
-            })?;
+            .ok_or_else(|| DomainError::PropertyNotFound(input::echo(name, 64)))?;
         let mut m = prop.into_active_model();
         m.private = Set(private);
         m.updated_at = Set(Some(stamp));
@@ -516,10 +514,13 @@ async fn find_by_name(
         .await?)
 }
 
+/// Upstream meets a second enrolment at Placement, whose provider `blazar_<name>` exists: its
+/// text (trailing space included) comes first.
 fn already_enrolled(existing: &host::Model) -> DomainError {
+    let name = input::echo(&existing.hypervisor_hostname, 64);
     DomainError::HostAlreadyExists(format!(
-        "{} (id {})",
-        printable(&existing.hypervisor_hostname, 64),
+        "Conflict on creating resource provider blazar_{name} : host {name} is already enrolled \
+         (id {})",
         existing.id
     ))
 }
@@ -542,7 +543,7 @@ async fn check_unreserved(
     let leases: BTreeSet<&str> = booked.iter().map(|a| a.lease_id.as_str()).collect();
     let until = booked.iter().map(|a| a.end_date).max().unwrap_or(now);
     Err(DomainError::CantDeleteHost(format!(
-        "Can't delete host {}: it is reserved by lease(s) {} until {}",
+        "Can't delete host {}. The host is reserved. It is held by lease(s) {} until {}.",
         host.id,
         leases.into_iter().collect::<Vec<_>>().join(", "),
         format_lease_date(until)
@@ -555,7 +556,7 @@ fn host_what(r: &HostRecord) -> String {
 }
 
 fn host_not_found(id: &str) -> DomainError {
-    DomainError::HostNotFound(printable(id, 64).trim_matches('\'').into())
+    DomainError::HostNotFound(id.to_string())
 }
 
 /// One page of hosts in id order; the marker must name a host.
@@ -693,9 +694,12 @@ async fn check_keys_not_in_use(
             )
         })
         .collect();
+    // Upstream's text prints the keys as a Python list.
+    let keys: Vec<String> = conflicts.keys().map(|k| input::py_str(k, 64)).collect();
     Err(DomainError::CapabilityInUse(format!(
-        "Can't update extra capabilities of host {host_id}: {} filter on them and hold this host; \
-         nothing was changed",
+        "Can't add extracapabilities [{}] to Host {host_id}: {} filter on them and hold this \
+         host; nothing was changed",
+        keys.join(", "),
         detail.join("; ")
     )))
 }

@@ -29,7 +29,7 @@ use crate::domain::{
     allocation::{Need, PlanError, plan},
     dates::{format_lease_date, truncate_to_minute, truncate_to_second},
     filter::Filter,
-    input::{Object, printable},
+    input::{Object, echo},
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
     page::{Page, PageRequest, marker_not_found},
     precondition::Precondition,
@@ -222,7 +222,7 @@ impl Services {
         caller: &Caller,
         id: &str,
     ) -> Result<lease::Model, DomainError> {
-        let not_found = || DomainError::LeaseNotFound(printable(id, 64).trim_matches('\'').into());
+        let not_found = || DomainError::LeaseNotFound(id.to_string());
         let lease = lease::Entity::find_by_id(id.to_string())
             .one(conn)
             .await?
@@ -1103,12 +1103,13 @@ pub(crate) fn merge_reservations(
         .reservations
         .iter()
         .filter(|c| !known.contains(c.id.as_str()))
-        .map(|c| printable(&c.id, 40))
+        .map(|c| echo(&c.id, 40))
         .collect();
     if !unknown.is_empty() {
+        // Upstream's text, ids joined by a bare comma as it does.
         return Err(DomainError::InvalidInput(format!(
             "Please enter valid reservation IDs. Invalid reservation IDs are: {}",
-            unknown.join(", ")
+            unknown.join(",")
         )));
     }
 
@@ -1137,9 +1138,7 @@ pub(crate) fn merge_reservations(
                 next.before_end = b.clone();
             }
         }
-        rules::check_range(next.min, next.max).map_err(|e| {
-            DomainError::InvalidRange(format!("reservations[{i}]: {}", e_message(&e)))
-        })?;
+        rules::check_range(i, next.min, next.max)?;
         let filter =
             rules::parse_filters(i, &next.hypervisor_properties, &next.resource_properties)?;
         let params_changed = next.min != r.min
@@ -1159,13 +1158,6 @@ struct HostMoves {
     released: Vec<i64>,
 }
 
-fn e_message(e: &DomainError) -> String {
-    match e {
-        DomainError::InvalidRange(m) => m.clone(),
-        other => other.to_string(),
-    }
-}
-
 pub(crate) fn plan_error(
     e: PlanError,
     bounds: &[(i32, i32)],
@@ -1183,8 +1175,11 @@ pub(crate) fn plan_error(
             format_lease_date(start),
             format_lease_date(end)
         )),
+        // Upstream answers this case (an active reservation would lose a host) with its
+        // NotEnoughHostsAvailable text; the name and status stay ours.
         PlanError::HeldHostLost { index, host, why } => DomainError::CantUpdateParameter(format!(
-            "Reservation {index} is active and its host {host} {why}; the update is refused"
+            "Not enough hosts available: reservation {index} is active and its host {host} \
+             {why}; the update is refused"
         )),
     }
 }

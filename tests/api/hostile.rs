@@ -316,6 +316,50 @@ fn cases(lease: &str, reservation: &str) -> Vec<Case> {
             Some(json!({"gpu": "tr\u{8}ue"})),
             400,
         ),
+        // Capability values: any JSON scalar is taken (as its text), nothing else.
+        case(
+            "capability value as an array",
+            Method::POST,
+            "/v1/os-hosts",
+            Some(json!({"name": "h9", "gpus": [4]})),
+            400,
+        ),
+        case(
+            "capability value as an object",
+            Method::POST,
+            "/v1/os-hosts",
+            Some(json!({"name": "h9", "gpus": {"count": 4}})),
+            400,
+        ),
+        case(
+            "capability value null on create",
+            Method::POST,
+            "/v1/os-hosts",
+            Some(json!({"name": "h9", "gpus": null})),
+            400,
+        ),
+        case(
+            "capability value as an array on update",
+            Method::PUT,
+            "/v1/os-hosts/1",
+            Some(json!({"gpus": [true]})),
+            400,
+        ),
+        case(
+            "capability value as an object in values",
+            Method::PUT,
+            "/v1/os-hosts/1",
+            Some(json!({"values": {"gpus": {}}})),
+            400,
+        ),
+        raw(
+            "capability value beyond a double",
+            Method::POST,
+            "/v1/os-hosts",
+            &[JSON],
+            br#"{"name": "h9", "gpus": 1e400}"#,
+            400,
+        ),
         // Unknown ids.
         case(
             "unknown lease",

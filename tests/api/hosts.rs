@@ -217,7 +217,11 @@ async fn delete_refused_while_reserved() {
         .await
         .expect(202);
     let msg = app.delete("/v1/os-hosts/1").await.expect_error(409);
-    assert!(msg.contains("reserved by lease"), "{msg}");
+    assert!(
+        msg.starts_with("Can't delete host 1. The host is reserved."),
+        "{msg}"
+    );
+    assert!(msg.contains("held by lease(s)"), "{msg}");
     app.get("/v1/os-hosts/1").await.expect(200);
     app.delete("/v1/os-hosts/2").await.expect(204);
     app.delete("/v1/os-hosts/2").await.expect_error(404);

@@ -256,34 +256,34 @@ async fn create_validation_rules() {
         ),
         (
             |b| b["reservations"][0]["min"] = json!(0),
-            "reservations[0].min: must be between 1",
+            "(must be greater than or equal to 1): reservations[0].min is 0",
         ),
         (
             |b| b["reservations"][0]["min"] = json!(-3),
-            "reservations[0].min: must be between 1",
+            "(must be greater than or equal to 1): reservations[0].min is -3",
         ),
         (
             |b| b["reservations"][0]["max"] = json!(2.5),
-            "reservations[0].max: must be an integer",
+            "max (reservations[0].max): must be an integer",
         ),
         (
             |b| b["reservations"][0]["max"] = json!("two"),
-            "reservations[0].max: must be an integer",
+            "max (reservations[0].max): must be an integer",
         ),
         (
             |b| b["reservations"][0]["max"] = json!(9_223_372_036_854_775_807i64),
-            "reservations[0].max: must be between 1",
+            "max (reservations[0].max): must be between 1",
         ),
         (
             |b| b["reservations"][0]["max"] = json!(18_446_744_073_709_551_615u64),
-            "reservations[0].max: must be an integer",
+            "max (reservations[0].max): must be an integer",
         ),
         (
             |b| {
                 b["reservations"][0]["min"] = json!(2);
                 b["reservations"][0]["max"] = json!(1);
             },
-            "max (1) must be equal to or larger than min (2)",
+            "reservations[0] asks for min 2 and max 1",
         ),
         (
             |b| b["reservations"][0]["resource_type"] = json!("virtual:floatingip"),
@@ -296,11 +296,11 @@ async fn create_validation_rules() {
                     .unwrap()
                     .remove("resource_type");
             },
-            "Missing parameter reservations[0].resource_type",
+            "Missing parameter resource_type (reservations[0].resource_type)",
         ),
         (
             |b| b["reservations"][0]["before_end"] = json!("shutdown"),
-            "reservations[0].before_end: must be one of",
+            "before_end (reservations[0].before_end): must be one of",
         ),
         (
             |b| b["reservations"][0]["resource_properties"] = json!("[\"==\", \"$gpu\""),
@@ -316,7 +316,7 @@ async fn create_validation_rules() {
         ),
         (
             |b| b["reservations"][0]["hypervisor_properties"] = json!(7),
-            "reservations[0].hypervisor_properties: must be a string",
+            "hypervisor_properties (reservations[0].hypervisor_properties): must be a string",
         ),
         (
             |b| b["reservations"] = json!("all"),
@@ -606,12 +606,12 @@ async fn update_rules_and_refusals_change_nothing() {
         (
             json!({"end_date": "2030-01-04 00:00"}),
             400,
-            "End date must be later than start date",
+            "End date must be later than current and start date",
         ),
         (
             json!({"end_date": "2030-01-05 00:00"}),
             400,
-            "End date must be later than start date",
+            "End date must be later than current and start date",
         ),
         (
             json!({"before_end_date": "2030-01-07 00:00"}),
@@ -621,12 +621,12 @@ async fn update_rules_and_refusals_change_nothing() {
         (
             json!({"reservations": [{"id": "nope", "max": 2}]}),
             400,
-            "Invalid reservation IDs are: 'nope'",
+            "Invalid reservation IDs are: nope",
         ),
         (
             json!({"reservations": [{"max": 2}]}),
             400,
-            "Missing parameter reservations[0].id",
+            "Missing parameter reservation ID (reservations[0].id)",
         ),
         (
             json!({"reservations": [{"id": rid, "min": 3, "max": 2}]}),
@@ -636,7 +636,7 @@ async fn update_rules_and_refusals_change_nothing() {
         (
             json!({"reservations": [{"id": rid, "max": 0}]}),
             400,
-            "must be between 1",
+            "(must be greater than or equal to 1): reservations[0].max is 0",
         ),
         (
             json!({"reservations": [{"id": rid, "resource_type": "virtual:instance"}]}),

@@ -15,6 +15,7 @@ mod idempotency;
 mod leases;
 mod lifecycle;
 mod live;
+mod messages;
 mod notifications;
 mod paging;
 mod policy;
