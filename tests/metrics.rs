@@ -13,21 +13,12 @@ use std::{
     collections::BTreeMap,
     io::Write as _,
     process::{Command, Stdio},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
 use blazar_server::{app::Application, clock::ManualClock, config::Settings};
 use chrono::{NaiveDate, NaiveDateTime};
-use poem::{
-    EndpointExt, Route, Server, handler,
-    http::StatusCode,
-    listener::{Acceptor, Listener, TcpListener},
-    web::{Data, Json},
-};
 use serde_json::{Value, json};
 use support::{lease_body, python_env, spawn_with, t0};
 
@@ -136,44 +127,6 @@ fn at(h: u32, m: u32, s: u32) -> NaiveDateTime {
         .unwrap()
 }
 
-#[derive(Default)]
-struct Inbox {
-    received: Mutex<Vec<Value>>,
-    /// Requests to refuse (500) before accepting.
-    refuse_first: AtomicUsize,
-}
-
-#[handler]
-fn hook(inbox: Data<&Arc<Inbox>>, body: Json<Value>) -> StatusCode {
-    if inbox
-        .refuse_first
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    inbox.received.lock().unwrap().push(body.0);
-    StatusCode::NO_CONTENT
-}
-
-/// A webhook receiver in this process that refuses its first `refuse_first` requests.
-async fn receiver(refuse_first: usize) -> (String, Arc<Inbox>) {
-    let inbox = Arc::new(Inbox {
-        refuse_first: AtomicUsize::new(refuse_first),
-        ..Default::default()
-    });
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
-    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
-    let app = Route::new()
-        .at("/hook", poem::post(hook))
-        .data(inbox.clone());
-    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-    (format!("http://{addr}/hook"), inbox)
-}
-
 /// Scrapes until `check` holds (webhooks are delivered in the background), at most 5 s.
 async fn scrape_until(base: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
     for _ in 0..50 {
@@ -207,7 +160,7 @@ fn single(s: &Scrape, name: &str) -> f64 {
 
 #[tokio::test]
 async fn counters_move_with_requests_events_and_webhooks() {
-    let (url, inbox) = receiver(1).await;
+    let (url, inbox) = support::webhook_receiver(1).await;
     let app = spawn_with(|s| {
         s.notify_urls = vec![url];
         s.notify_backoff_ms = 10;
@@ -391,7 +344,7 @@ fn single_count(s: &Scrape, histogram: &str) -> f64 {
 
 #[tokio::test]
 async fn webhook_failures_are_counted() {
-    let (url, inbox) = receiver(usize::MAX).await;
+    let (url, inbox) = support::webhook_receiver(usize::MAX).await;
     let app = spawn_with(|s| {
         s.notify_urls = vec![url];
         s.notify_backoff_ms = 1;

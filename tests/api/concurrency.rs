@@ -5,26 +5,9 @@ use std::collections::{HashMap, HashSet};
 use entity::{allocation, event, lease, reservation};
 use sea_orm::EntityTrait;
 
-use futures_util_free::join_all;
 use serde_json::json;
 
 use crate::helpers::*;
-
-/// Joins futures without a futures-util dependency: spawn each on the runtime.
-mod futures_util_free {
-    pub async fn join_all<F, T>(futs: Vec<F>) -> Vec<T>
-    where
-        F: std::future::Future<Output = T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-        let mut out = Vec::with_capacity(handles.len());
-        for h in handles {
-            out.push(h.await.unwrap());
-        }
-        out
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_never_double_book() {

@@ -11,9 +11,8 @@ use std::{
 };
 
 use poem::{
-    EndpointExt, IntoResponse, Request, Response, Route, Server, handler,
+    EndpointExt, IntoResponse, Request, Response, Route, handler,
     http::StatusCode,
-    listener::{Acceptor, Listener, TcpListener},
     web::{Data, Json, Path},
 };
 use reqwest::Method;
@@ -113,16 +112,10 @@ async fn receiver() -> (String, Arc<Receiver>) {
         refuse_on_end: AtomicUsize::new(0),
         on_end_attempts: AtomicUsize::new(0),
     });
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
-    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
     let app = Route::new()
         .at("/api/:endpoint", poem::post(service))
         .data(state.clone());
-    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-    (format!("http://{addr}/api/"), state)
+    (format!("{}/api/", serve(app).await), state)
 }
 
 fn external(base: String) -> impl FnOnce(&mut blazar_server::config::Settings) {

@@ -240,20 +240,6 @@ async fn host_enrolment_replays() {
     assert_eq!(hosts, 1);
 }
 
-/// Joins futures on the runtime's worker threads, so that the requests really overlap.
-async fn join_all<F, T>(futs: Vec<F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.unwrap());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_concurrent_creates_with_one_key_create_one_lease() {
     crate::skip_if_no_database!();

@@ -1,80 +1,15 @@
 //! Webhook notifications: one JSON POST per lease change and lease event, retried with backoff.
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
-use poem::{
-    EndpointExt, Route, Server, handler,
-    http::StatusCode,
-    listener::{Acceptor, Listener, TcpListener},
-    web::{Data, Json},
-};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-#[derive(Default)]
-struct Inbox {
-    received: Mutex<Vec<Value>>,
-    /// Requests to refuse (500) before accepting, to exercise retries.
-    refuse_first: AtomicUsize,
-    attempts: AtomicUsize,
-}
-
-#[handler]
-fn hook(inbox: Data<&Arc<Inbox>>, body: Json<Value>) -> StatusCode {
-    inbox.attempts.fetch_add(1, Ordering::SeqCst);
-    if inbox
-        .refuse_first
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    inbox.received.lock().unwrap().push(body.0);
-    StatusCode::NO_CONTENT
-}
-
-async fn receiver(refuse_first: usize) -> (String, Arc<Inbox>) {
-    let inbox = Arc::new(Inbox {
-        refuse_first: AtomicUsize::new(refuse_first),
-        ..Default::default()
-    });
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
-    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
-    let app = Route::new()
-        .at("/hook", poem::post(hook))
-        .data(inbox.clone());
-    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-    (format!("http://{addr}/hook"), inbox)
-}
-
-async fn wait_for(inbox: &Inbox, n: usize) -> Vec<Value> {
-    for _ in 0..200 {
-        let got = inbox.received.lock().unwrap().clone();
-        if got.len() >= n {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "expected {n} notifications, got {:?}",
-        inbox.received.lock().unwrap()
-    );
-}
-
 #[tokio::test]
 async fn every_lease_change_and_event_is_posted() {
     crate::skip_if_no_database!();
-    let (url, inbox) = receiver(0).await;
+    let (url, inbox) = webhook_receiver(0).await;
     let app = spawn_with(|s| {
         s.notify_urls = vec![url];
         s.notify_backoff_ms = 10;
@@ -142,7 +77,7 @@ async fn every_lease_change_and_event_is_posted() {
 #[tokio::test]
 async fn deliveries_are_retried_with_backoff() {
     crate::skip_if_no_database!();
-    let (url, inbox) = receiver(3).await;
+    let (url, inbox) = webhook_receiver(3).await;
     let app = spawn_with(|s| {
         s.notify_urls = vec![url];
         s.notify_backoff_ms = 10;

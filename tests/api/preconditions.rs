@@ -281,20 +281,6 @@ async fn a_stale_if_match_on_a_host_is_412_and_changes_nothing() {
     assert_eq!(r.status, 204, "{}", r.text);
 }
 
-/// Joins futures on the runtime's worker threads, so that the requests really overlap.
-async fn join_all<F, T>(futs: Vec<F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        out.push(h.await.unwrap());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_puts_with_one_if_match_have_exactly_one_winner() {
     crate::skip_if_no_database!();

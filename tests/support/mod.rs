@@ -498,3 +498,87 @@ pub fn python_env(name: &str, packages: &[&str]) -> PathBuf {
     std::fs::write(&marker, wanted).unwrap();
     dir
 }
+
+/// Joins futures on the runtime's worker threads (without a futures-util dependency), so that
+/// requests really overlap in a multi-thread test.
+pub async fn join_all<F, T>(futs: Vec<F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// Serves `app` on a free port of 127.0.0.1 in this process (a receiver of webhooks or of
+/// enforcement checks); returns `http://addr`.
+pub async fn serve(app: impl poem::Endpoint + 'static) -> String {
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+    format!("http://{addr}")
+}
+
+/// What a webhook receiver got.
+#[derive(Default)]
+pub struct Inbox {
+    pub received: Mutex<Vec<Value>>,
+    /// Requests to refuse (500) before accepting, to exercise retries.
+    pub refuse_first: std::sync::atomic::AtomicUsize,
+    pub attempts: std::sync::atomic::AtomicUsize,
+}
+
+#[poem::handler]
+fn inbox_hook(
+    inbox: poem::web::Data<&Arc<Inbox>>,
+    body: poem::web::Json<Value>,
+) -> poem::http::StatusCode {
+    use std::sync::atomic::Ordering;
+    inbox.attempts.fetch_add(1, Ordering::SeqCst);
+    if inbox
+        .refuse_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return poem::http::StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    inbox.received.lock().unwrap().push(body.0);
+    poem::http::StatusCode::NO_CONTENT
+}
+
+/// A webhook receiver in this process that refuses its first `refuse_first` requests; returns
+/// its URL.
+pub async fn webhook_receiver(refuse_first: usize) -> (String, Arc<Inbox>) {
+    use poem::EndpointExt;
+    let inbox = Arc::new(Inbox {
+        refuse_first: refuse_first.into(),
+        ..Default::default()
+    });
+    let app = poem::Route::new()
+        .at("/hook", poem::post(inbox_hook))
+        .data(inbox.clone());
+    (format!("{}/hook", serve(app).await), inbox)
+}
+
+/// The first `n` notifications the receiver got (waits up to 5 s for them).
+pub async fn wait_for(inbox: &Inbox, n: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let got = inbox.received.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "expected {n} notifications, got {:?}",
+        inbox.received.lock().unwrap()
+    );
+}
