@@ -54,12 +54,12 @@ pub enum AppError {
     },
 }
 
-/// The routes of the whole service, wrapped in the request pipeline. `/metrics` is among them
-/// when metrics are on and have no address of their own.
-pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
+/// The routes of the whole service, wrapped in the request pipeline (which resolves callers
+/// with `auth`). `/metrics` is among them when metrics are on and have no address of their own.
+pub fn routes(services: Arc<Services>, auth: Arc<dyn Authenticator>) -> impl Endpoint + 'static {
     let api = api::openapi();
     let methods = Arc::new(AllowedMethods::from_spec(&api.spec()));
-    let pipeline = pipeline(&services, methods);
+    let pipeline = pipeline(&services, auth, methods);
     let s = &services.settings;
     let mut route = Route::new();
     if s.metrics_enabled && s.metrics_bind.is_none() {
@@ -78,9 +78,12 @@ pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
 
 /// `/metrics` alone, for the listener of `metrics_bind`: the same pipeline (request ids, the
 /// error envelope, counted as an unmatched operation), nothing else.
-pub fn metrics_routes(services: Arc<Services>) -> impl Endpoint + 'static {
+pub fn metrics_routes(
+    services: Arc<Services>,
+    auth: Arc<dyn Authenticator>,
+) -> impl Endpoint + 'static {
     let methods = Arc::new(AllowedMethods::default());
-    let pipeline = pipeline(&services, methods);
+    let pipeline = pipeline(&services, auth, methods);
     Route::new()
         .at("/metrics", poem::get(api::metrics::metrics))
         .data(services)
@@ -88,10 +91,14 @@ pub fn metrics_routes(services: Arc<Services>) -> impl Endpoint + 'static {
         .around(move |ep, req| api::pipeline::handle(ep, req, pipeline.clone()))
 }
 
-fn pipeline(services: &Services, methods: Arc<AllowedMethods>) -> Arc<Pipeline> {
+fn pipeline(
+    services: &Services,
+    auth: Arc<dyn Authenticator>,
+    methods: Arc<AllowedMethods>,
+) -> Arc<Pipeline> {
     Arc::new(Pipeline {
         max_body_bytes: services.settings.max_body_bytes,
-        auth: services.auth.clone(),
+        auth,
         methods,
         metrics: services.metrics.clone(),
     })
@@ -177,6 +184,8 @@ pub struct Application {
     /// The listener of `metrics_bind`, when metrics have an address of their own.
     metrics: Option<(SocketAddr, poem::listener::TcpAcceptor)>,
     services: Arc<Services>,
+    /// Who is calling: only the request pipeline asks, so the services do not carry it.
+    auth: Arc<dyn Authenticator>,
     runner: Arc<Runner>,
     nova_sync: Option<Arc<NovaSync>>,
 }
@@ -244,7 +253,6 @@ impl Application {
             driver: driver.unwrap_or(default_driver),
             notifier,
             wake: Default::default(),
-            auth,
             policy,
             placement: Default::default(),
             nova_status: pools.as_ref().map(|_| Default::default()),
@@ -267,6 +275,7 @@ impl Application {
             acceptor,
             metrics,
             services,
+            auth,
             runner,
             nova_sync,
         })
@@ -312,7 +321,7 @@ impl Application {
             let mut stop = stop_rx.clone();
             tokio::spawn(
                 Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                    metrics_routes(self.services.clone()),
+                    metrics_routes(self.services.clone(), self.auth.clone()),
                     async move {
                         let _ = stop.changed().await;
                     },
@@ -333,7 +342,7 @@ impl Application {
         let stopping = self.runner.clone();
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
-                routes(self.services),
+                routes(self.services, self.auth),
                 async move {
                     shutdown.await;
                     // The runner finishes the event it is running and stops before the next.

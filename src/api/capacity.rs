@@ -1,6 +1,7 @@
 //! Capacity planning (extensions to the v1 contract, docs/capacity.md): `POST /v1/leases/plan`,
 //! `GET /v1/os-hosts/availability` and `GET /v1/os-hosts/calendar`.
 
+use crate::auth::Caller;
 use std::sync::Arc;
 
 use poem::web::Data;
@@ -15,7 +16,7 @@ use super::{
 use crate::{
     domain::{capacity::RawQuery, dates::format_lease_date},
     service::{
-        Caller, Services,
+        Services,
         capacity::{Blocking, Calendar, FreeWindow, LeasePlan, ReservationPlan},
     },
 };

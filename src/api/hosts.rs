@@ -1,5 +1,6 @@
 //! `/v1/os-hosts`: hosts, their allocations and resource properties (types and handlers).
 
+use crate::auth::Caller;
 use std::{collections::BTreeMap, sync::Arc};
 
 use poem::{Request, web::Data};
@@ -20,7 +21,7 @@ use super::{
 use crate::{
     domain::dates::{format_lease_date, format_timestamp},
     service::{
-        Caller, Services,
+        Services,
         hosts::{AllocationQuery, HostAllocations},
         idempotency::{Created, Once},
         placement::HostRecord,

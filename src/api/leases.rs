@@ -1,5 +1,6 @@
 //! `/v1/leases`: the lease contract (as poem-openapi types) and its handlers.
 
+use crate::auth::Caller;
 use std::sync::Arc;
 
 use poem::{Request, web::Data};
@@ -20,7 +21,7 @@ use super::{
 use crate::{
     domain::dates::{format_lease_date, format_timestamp},
     service::{
-        Caller, Services,
+        Services,
         idempotency::{Created, Once},
         leases::LeaseDetail,
     },

@@ -2,6 +2,7 @@
 //! and the calendar of bookings. Reads only: nothing here takes the write turn, and every answer
 //! comes from the placement copy, filters and rules that create decides with.
 
+use crate::auth::Caller;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{NaiveDateTime, TimeDelta};
@@ -9,7 +10,7 @@ use entity::lease;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::{
-    Caller, Services,
+    Services,
     leases::{NeedSpec, plan_in},
     placement::World,
 };

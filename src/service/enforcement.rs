@@ -8,6 +8,7 @@
 //! is acceptable). An update checks the exact lease it then changes: if the lease or its
 //! reservations changed meanwhile, the update is refused (409) rather than stored unchecked.
 
+use crate::auth::Caller;
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::NaiveDateTime;
@@ -16,7 +17,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Que
 use serde_json::{Value, json};
 
 use super::{
-    Caller, Services,
+    Services,
     leases::{NeedSpec, load_details, merge_reservations, plan_error, plan_in},
     placement::{self, HostRecord},
 };

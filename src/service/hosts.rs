@@ -1,5 +1,6 @@
 //! Host operations: enrolment, capabilities, deletion, allocations and resource properties.
 
+use crate::auth::Caller;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
@@ -14,7 +15,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    Caller, Services,
+    Services,
     etag::check_if_match,
     facts::HostFacts,
     idempotency::{Claim, Created, Once},

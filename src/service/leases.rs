@@ -3,6 +3,7 @@
 //! Create and update choose hosts and write the lease, its reservations, allocations and events
 //! in a single write transaction: a refused request changes nothing, and an accepted one is whole.
 
+use crate::auth::Caller;
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
@@ -18,7 +19,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    Caller, Services,
+    Services,
     etag::check_if_match,
     idempotency::{Claim, Created, Once},
     placement::{self, BookingChange, World},

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::{
     auth::{
-        Authenticator,
+        Caller,
         policy::{Credentials, Policy, Target},
     },
     clock::SharedClock,
@@ -41,14 +41,6 @@ pub fn driver_failure(e: crate::jobs::driver::DriverError) -> crate::domain::Dom
     }
 }
 
-/// Who is calling: resolved from headers (noauth) or a token (keystone) by the request pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub project_id: String,
-    pub user_id: String,
-    pub roles: Vec<String>,
-}
-
 /// Everything an operation needs: the database, the clock, the settings, the host fact source,
 /// the resource driver, the notifier, and the bell that wakes the event runner.
 #[derive(Clone)]
@@ -61,8 +53,6 @@ pub struct Services {
     pub notifier: Notifier,
     /// Rung after lease changes, so the runner re-reads when the next event is due.
     pub wake: Arc<crate::jobs::runner::Bell>,
-    /// Who is calling (used by the request pipeline).
-    pub auth: Arc<dyn Authenticator>,
     /// What callers may do.
     pub policy: Arc<Policy>,
     /// The in-memory copy of hosts and bookings that host choice reads.
