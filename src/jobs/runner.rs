@@ -18,7 +18,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -29,7 +29,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
     IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::{
     driver::{ActionLog, DriverError, HostRef, ReservationHosts},
@@ -55,51 +55,6 @@ const BATCH: u64 = 200;
 const MAX_RETRY_BACKOFF: TimeDelta = TimeDelta::seconds(30);
 /// `event_runs.outcome` of an attempt that failed for now.
 pub const RETRY: &str = "RETRY";
-
-/// Rings the runner when a lease change may have brought an event earlier than the runner's
-/// planned wake-up. Creating a lease in the future, the common case, then costs the runner
-/// nothing; while the runner is awake every ring counts.
-#[derive(Debug)]
-pub struct Bell {
-    notify: Notify,
-    /// When the runner plans to wake (ms since the epoch), or `AWAKE`.
-    planned: AtomicI64,
-}
-
-const AWAKE: i64 = i64::MIN;
-
-impl Default for Bell {
-    fn default() -> Self {
-        Self {
-            notify: Notify::new(),
-            planned: AtomicI64::new(AWAKE),
-        }
-    }
-}
-
-impl Bell {
-    /// A change brought an event due at `earliest`.
-    pub fn ring_for(&self, earliest: NaiveDateTime) {
-        let planned = self.planned.load(Ordering::SeqCst);
-        if planned == AWAKE || earliest.and_utc().timestamp_millis() < planned {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Something changed that the runner must look at.
-    pub fn ring(&self) {
-        self.notify.notify_one();
-    }
-
-    fn awake(&self) {
-        self.planned.store(AWAKE, Ordering::SeqCst);
-    }
-
-    fn sleeping_until(&self, t: NaiveDateTime) {
-        self.planned
-            .store(t.and_utc().timestamp_millis(), Ordering::SeqCst);
-    }
-}
 
 /// What one `run_due` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -460,7 +415,7 @@ impl Runner {
             );
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = bell.notify.notified() => {}
+                _ = bell.rung() => {}
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {

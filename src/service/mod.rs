@@ -52,7 +52,7 @@ pub struct Services {
     pub driver: Arc<dyn ResourceDriver>,
     pub notifier: Notifier,
     /// Rung after lease changes, so the runner re-reads when the next event is due.
-    pub wake: Arc<crate::jobs::runner::Bell>,
+    pub wake: Arc<crate::jobs::bell::Bell>,
     /// What callers may do.
     pub policy: Arc<Policy>,
     /// The in-memory copy of hosts and bookings that host choice reads.
