@@ -11,6 +11,7 @@ use poem::{
     middleware::CatchPanic,
 };
 
+use chrono::TimeDelta;
 use tokio::sync::watch;
 
 use crate::{
@@ -32,7 +33,7 @@ use crate::{
     jobs::{
         driver::{ResourceDriver, StandaloneDriver},
         notify::{Notifier, RetryPolicy},
-        runner::{Runner, default_instance_name},
+        runner::{LeaseEnd, Runner, RunnerParts, default_instance_name},
     },
     metrics::Metrics,
     nova::{self, driver::NovaDriver, facts::NovaFacts, sync::NovaSync},
@@ -264,7 +265,19 @@ impl Application {
         if let Some(sync) = &nova_sync {
             sync.ensure_freepool_soon();
         }
-        let runner = Arc::new(Runner::new(services.clone()));
+        let runner = Arc::new(Runner::new(RunnerParts {
+            db: services.db.clone(),
+            clock: services.clock.clone(),
+            driver: services.driver.clone(),
+            notifier: services.notifier.clone(),
+            bell: services.wake.clone(),
+            metrics: services.metrics.clone(),
+            instance: services.instance.clone(),
+            claim_ttl: TimeDelta::seconds(settings.event_claim_seconds as i64),
+            retry_deadline: TimeDelta::seconds(settings.nova_retry_deadline_seconds as i64),
+            default_before_end: settings.default_before_end_action.clone(),
+            leases: Arc::new(services.clone()) as Arc<dyn LeaseEnd>,
+        }));
         let (addr, acceptor) = bind(&settings.bind).await?;
         let metrics = match &settings.metrics_bind {
             Some(b) if settings.metrics_enabled => Some(bind(b).await?),

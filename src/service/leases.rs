@@ -955,7 +955,14 @@ impl Services {
             return Ok(());
         };
 
-        let keeper = ClaimKeeper::start(self.clone(), end.id.clone(), attempts);
+        let keeper = ClaimKeeper::start(
+            self.db.clone(),
+            self.clock.clone(),
+            self.instance.clone(),
+            TimeDelta::seconds(self.settings.event_claim_seconds as i64),
+            end.id.clone(),
+            attempts,
+        );
         let mut log = ActionLog::default();
         let mut released = Ok(());
         for r in &work.reservations {

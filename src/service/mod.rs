@@ -23,9 +23,13 @@ use crate::{
     },
     clock::SharedClock,
     config::Settings,
-    db::Db,
+    db::{Db, WriteTxn},
     domain::lease::Limits,
-    jobs::{driver::ResourceDriver, notify::Notifier},
+    jobs::{
+        driver::ResourceDriver,
+        notify::Notifier,
+        runner::{LeaseEnd, Work},
+    },
 };
 
 pub use facts::{HostFactSource, StandaloneFacts};
@@ -68,6 +72,29 @@ pub struct Services {
     pub enforcement: Arc<crate::enforcement::Enforcement>,
     /// The Prometheus registry (requests, events, write turns, webhooks).
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The runner's handle on lease operations: deleting a lease whose interrupted deletion it
+/// finished, and usage enforcement's `on-end`. On the `Arc` because `on-end` runs in a task that
+/// keeps the services.
+#[async_trait::async_trait]
+impl LeaseEnd for Arc<Services> {
+    async fn forget_lease(
+        &self,
+        txn: &WriteTxn<'_>,
+        lease_id: &str,
+        booked: Vec<i64>,
+    ) -> Result<(), sea_orm::DbErr> {
+        Services::forget_lease(self, txn, lease_id, booked).await
+    }
+
+    fn forget_bookings(&self) {
+        self.placement.forget();
+    }
+
+    fn announce_end(&self, work: &Work) {
+        Services::announce_end(self, work);
+    }
 }
 
 impl Services {
