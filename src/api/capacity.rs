@@ -1,7 +1,6 @@
 //! Capacity planning (extensions to the v1 contract, docs/capacity.md): `POST /v1/leases/plan`,
 //! `GET /v1/os-hosts/availability` and `GET /v1/os-hosts/calendar`.
 
-use crate::auth::Caller;
 use std::sync::Arc;
 
 use poem::web::Data;
@@ -14,6 +13,7 @@ use super::{
     types::{FastJson, Nullable, RawBody},
 };
 use crate::{
+    auth::Caller,
     domain::{capacity::RawQuery, dates::format_lease_date},
     service::{
         Services,

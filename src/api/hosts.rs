@@ -1,6 +1,5 @@
 //! `/v1/os-hosts`: hosts, their allocations and resource properties (types and handlers).
 
-use crate::auth::Caller;
 use std::{collections::BTreeMap, sync::Arc};
 
 use poem::{Request, web::Data};
@@ -19,6 +18,7 @@ use super::{
     types::{FactInt, FastJson, Nullable, RawBody},
 };
 use crate::{
+    auth::Caller,
     domain::dates::{format_lease_date, format_timestamp},
     service::{
         Services,

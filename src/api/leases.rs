@@ -1,6 +1,5 @@
 //! `/v1/leases`: the lease contract (as poem-openapi types) and its handlers.
 
-use crate::auth::Caller;
 use std::sync::Arc;
 
 use poem::{Request, web::Data};
@@ -19,6 +18,7 @@ use super::{
     types::{Count, FastJson, Nullable, RawBody},
 };
 use crate::{
+    auth::Caller,
     domain::dates::{format_lease_date, format_timestamp},
     service::{
         Services,

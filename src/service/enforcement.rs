@@ -8,7 +8,6 @@
 //! is acceptable). An update checks the exact lease it then changes: if the lease or its
 //! reservations changed meanwhile, the update is refused (409) rather than stored unchecked.
 
-use crate::auth::Caller;
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::NaiveDateTime;
@@ -18,14 +17,16 @@ use serde_json::{Value, json};
 
 use super::{
     Services,
-    leases::{NeedSpec, load_details, merge_reservations, plan_error, plan_in},
+    leases::{load_details, merge_reservations, plan_error, plan_in},
     placement::{self, HostRecord},
 };
 use crate::{
+    auth::Caller,
     domain::{
         DomainError,
-        allocation::PlanError,
+        allocation::{Need, PlanError},
         dates::truncate_to_minute,
+        filter::Filter,
         lease::{self as rules, CurrentLease, LeaseChanges, LeaseRequest, LeaseStatus},
     },
     enforcement::{Check, body},
@@ -57,10 +58,10 @@ impl Services {
             Vec::new()
         } else {
             self.placement.refresh_for_read(&txn, now).await?;
-            let needs: Vec<NeedSpec<'_>> = req
+            let needs: Vec<(&Filter, Need<'_>)> = req
                 .reservations
                 .iter()
-                .map(|r| NeedSpec::new(&r.filter, r.min as usize, r.max as usize))
+                .map(|r| (&r.filter, Need::new(r.min as usize, r.max as usize)))
                 .collect();
             let planned = self
                 .placement
@@ -154,15 +155,20 @@ impl Services {
                 start
             };
             self.placement.refresh_for_read(&txn, now).await?;
-            let needs: Vec<NeedSpec<'_>> = merged
+            let needs: Vec<(&Filter, Need<'_>)> = merged
                 .iter()
-                .map(|(r, filter, replan)| NeedSpec {
-                    filter,
-                    min: r.min as usize,
-                    max: r.max as usize,
-                    held: held.get(&r.id).unwrap_or(&empty),
-                    replan: *replan,
-                    keep_held: r.status == rules::ReservationStatus::Active.as_str(),
+                .map(|(r, filter, replan)| {
+                    (
+                        filter,
+                        Need {
+                            matching: &[],
+                            min: r.min as usize,
+                            max: r.max as usize,
+                            held: held.get(&r.id).unwrap_or(&empty),
+                            replan: *replan,
+                            keep_held: r.status == rules::ReservationStatus::Active.as_str(),
+                        },
+                    )
                 })
                 .collect();
             let bounds: Vec<(i32, i32)> = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();

@@ -1,6 +1,5 @@
 //! Host operations: enrolment, capabilities, deletion, allocations and resource properties.
 
-use crate::auth::Caller;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
@@ -21,6 +20,7 @@ use super::{
     idempotency::{Claim, Created, Once},
     placement::{self, HostRecord},
 };
+use crate::auth::Caller;
 use crate::domain::{
     DomainError,
     dates::{format_lease_date, truncate_to_second},
