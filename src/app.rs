@@ -33,7 +33,7 @@ use crate::{
     jobs::{
         driver::{ResourceDriver, StandaloneDriver},
         notify::{Notifier, RetryPolicy},
-        runner::{LeaseEnd, Runner, RunnerParts, default_instance_name},
+        runner::{LeaseEnd, Runner, RunnerDeps, default_instance_name},
     },
     metrics::Metrics,
     nova::{self, driver::NovaDriver, facts::NovaFacts, sync::NovaSync},
@@ -265,7 +265,7 @@ impl Application {
         if let Some(sync) = &nova_sync {
             sync.ensure_freepool_soon();
         }
-        let runner = Arc::new(Runner::new(RunnerParts {
+        let runner = Arc::new(Runner::new(RunnerDeps {
             db: services.db.clone(),
             clock: services.clock.clone(),
             driver: services.driver.clone(),

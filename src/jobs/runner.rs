@@ -295,7 +295,7 @@ pub(crate) trait LeaseEnd: Send + Sync {
 
 /// What the runner reads and acts through: given by `app.rs`, not the service layer's
 /// `Services`, so that the runner depends only on what it uses.
-pub(crate) struct RunnerParts {
+pub(crate) struct RunnerDeps {
     pub db: Arc<Db>,
     pub clock: SharedClock,
     pub driver: Arc<dyn ResourceDriver>,
@@ -315,47 +315,14 @@ pub(crate) struct RunnerParts {
 }
 
 pub struct Runner {
-    db: Arc<Db>,
-    clock: SharedClock,
-    driver: Arc<dyn ResourceDriver>,
-    notifier: Notifier,
-    bell: Arc<Bell>,
-    metrics: Arc<Metrics>,
-    instance: String,
-    claim_ttl: TimeDelta,
-    retry_deadline: TimeDelta,
-    default_before_end: String,
-    leases: Arc<dyn LeaseEnd>,
+    deps: RunnerDeps,
     stopping: AtomicBool,
 }
 
 impl Runner {
-    pub(crate) fn new(parts: RunnerParts) -> Self {
-        let RunnerParts {
-            db,
-            clock,
-            driver,
-            notifier,
-            bell,
-            metrics,
-            instance,
-            claim_ttl,
-            retry_deadline,
-            default_before_end,
-            leases,
-        } = parts;
+    pub(crate) fn new(deps: RunnerDeps) -> Self {
         Self {
-            db,
-            clock,
-            driver,
-            notifier,
-            bell,
-            metrics,
-            instance,
-            claim_ttl,
-            retry_deadline,
-            default_before_end,
-            leases,
+            deps,
             stopping: AtomicBool::new(false),
         }
     }
@@ -413,7 +380,7 @@ impl Runner {
     /// range of the (status, time) index: one query with an OR would make SQLite read the whole
     /// events table.
     async fn due_events(&self, now: NaiveDateTime, limit: u64) -> Result<Vec<event::Model>, DbErr> {
-        let conn = self.db.conn();
+        let conn = self.deps.db.conn();
         let mut due = event::Entity::find()
             .filter(event::Column::Status.eq(EventStatus::Undone.as_str()))
             .filter(event::Column::Time.lte(now))
@@ -436,7 +403,7 @@ impl Runner {
 
     /// When something may next be due: the earliest waiting event or expiring claim.
     pub async fn next_wakeup(&self) -> Result<Option<NaiveDateTime>, DbErr> {
-        let conn = self.db.conn();
+        let conn = self.deps.db.conn();
         let undone = event::Entity::find()
             .filter(event::Column::Status.eq(EventStatus::Undone.as_str()))
             .order_by_asc(event::Column::Time)
@@ -459,12 +426,12 @@ impl Runner {
     /// The background loop, until `shutdown` turns true. Events missed while the server was down
     /// run at once.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(instance = %self.instance.as_str(), "lease runner started");
-        let bell = &self.bell;
+        tracing::info!(instance = %self.deps.instance.as_str(), "lease runner started");
+        let bell = &self.deps.bell;
         loop {
             // Rings from now on wake the next sleep at once (a permit is kept).
             bell.awake();
-            let now = self.clock.now();
+            let now = self.deps.clock.now();
             let pause = match self.run_due(now).await {
                 Ok(report) => {
                     if report.done + report.failed + report.retrying > 0 {
@@ -472,7 +439,9 @@ impl Runner {
                     }
                     match self.next_wakeup().await {
                         Ok(Some(t)) => {
-                            let wait = (t - self.clock.now()).to_std().unwrap_or(Duration::ZERO);
+                            let wait = (t - self.deps.clock.now())
+                                .to_std()
+                                .unwrap_or(Duration::ZERO);
                             if wait.is_zero() { BLOCKED_RETRY } else { wait }
                         }
                         Ok(None) => MAX_IDLE,
@@ -489,7 +458,7 @@ impl Runner {
             };
             let pause = pause.min(MAX_IDLE);
             bell.sleeping_until(
-                self.clock.now() + TimeDelta::from_std(pause).unwrap_or(TimeDelta::zero()),
+                self.deps.clock.now() + TimeDelta::from_std(pause).unwrap_or(TimeDelta::zero()),
             );
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
@@ -501,7 +470,7 @@ impl Runner {
                 break;
             }
         }
-        tracing::info!(instance = %self.instance.as_str(), "lease runner stopped");
+        tracing::info!(instance = %self.deps.instance.as_str(), "lease runner stopped");
     }
 
     /// Claims the event (commit), acts through the driver with no transaction open, and records
@@ -510,13 +479,13 @@ impl Runner {
         let Some((claimed, work)) = self.claim(event_id, now).await? else {
             return Ok(Outcome::Skipped);
         };
-        let started = self.clock.now();
+        let started = self.deps.clock.now();
         let since = self.first_attempt(&claimed, started).await?;
         let keeper = ClaimKeeper::start(
-            self.db.clone(),
-            self.clock.clone(),
-            self.instance.clone(),
-            self.claim_ttl,
+            self.deps.db.clone(),
+            self.deps.clock.clone(),
+            self.deps.instance.clone(),
+            self.deps.claim_ttl,
             claimed.ev.id.clone(),
             claimed.attempts,
         );
@@ -539,7 +508,9 @@ impl Runner {
             // The first attempt (UNDONE before this claim): nothing to look up.
             return Ok(now);
         }
-        let first_retry = self.first_retry(self.db.conn(), &claimed.ev.id).await?;
+        let first_retry = self
+            .first_retry(self.deps.db.conn(), &claimed.ev.id)
+            .await?;
         let earlier_claim = claimed.ev.claimed_at;
         Ok([first_retry, earlier_claim, Some(now)]
             .into_iter()
@@ -576,7 +547,7 @@ impl Runner {
     ) -> Result<Outcome, DbErr> {
         let kind = c.kind;
         let stamp = truncate_to_second(started);
-        let txn = self.db.write().await?;
+        let txn = self.deps.db.write().await?;
         // Still ours? (If we were too slow, our claim expired and someone else took over.)
         let Some(current) = event::Entity::find_by_id(c.ev.id.clone())
             .one(&*txn)
@@ -585,7 +556,7 @@ impl Runner {
             return Ok(Outcome::Skipped);
         };
         if current.status != EventStatus::InProgress.as_str()
-            || current.claimed_by.as_deref() != Some(self.instance.as_str())
+            || current.claimed_by.as_deref() != Some(self.deps.instance.as_str())
             || current.attempts != c.attempts
         {
             tracing::warn!(
@@ -606,12 +577,12 @@ impl Runner {
                 .exec(&*txn)
                 .await?;
         }
-        let finished = self.clock.now();
+        let finished = self.deps.clock.now();
         let (outcome, reason) = match acted {
             Ok(summary) => (EventStatus::Done, summary),
             Err(DriverError::Unavailable(why)) => {
                 let first = self.first_retry(&*txn, &c.ev.id).await?.unwrap_or(started);
-                let deadline = self.retry_deadline;
+                let deadline = self.deps.retry_deadline;
                 if finished - first < deadline {
                     return self
                         .record_retry(txn, c, current, lease, why, started, finished)
@@ -691,7 +662,7 @@ impl Runner {
             took_ms = (finished - started).num_milliseconds(),
             "lease event run"
         );
-        self.notifier.emit(lease_payload(
+        self.deps.notifier.emit(lease_payload(
             &format!("lease.event.{}", kind.as_str()),
             &lease_after,
             Some(&ev_done),
@@ -699,7 +670,7 @@ impl Runner {
         ));
         if kind == EventType::EndLease && outcome == EventStatus::Done {
             // Usage enforcement's on-end: after the commit, in a task of its own.
-            self.leases.announce_end(work);
+            self.deps.leases.announce_end(work);
         }
         Ok(if outcome == EventStatus::Done {
             Outcome::Done
@@ -773,18 +744,20 @@ impl Runner {
             finished,
         )
         .await?;
-        self.leases
+        self.deps
+            .leases
             .forget_lease(&txn, &lease.id, work.host_ids())
             .await?;
         if let Err(e) = txn.commit().await {
-            self.leases.forget_bookings();
+            self.deps.leases.forget_bookings();
             return Err(e);
         }
         self.count_run(c, EventStatus::Done.as_str(), started);
         tracing::info!(lease_id = %lease.id, "lease deleted (its interrupted deletion finished)");
-        self.notifier
+        self.deps
+            .notifier
             .emit(lease_payload("lease.delete", &lease, None, finished));
-        self.leases.announce_end(work);
+        self.deps.leases.announce_end(work);
         Ok(Outcome::Done)
     }
 
@@ -792,7 +765,8 @@ impl Runner {
     /// lateness is from the event's due time to the start of this attempt.
     fn count_run(&self, c: &Claimed, outcome: &str, started: NaiveDateTime) {
         let lateness = (started - c.ev.time).num_milliseconds() as f64 / 1000.0;
-        self.metrics
+        self.deps
+            .metrics
             .observe_event_run(c.kind.as_str(), outcome, lateness);
     }
 
@@ -809,7 +783,7 @@ impl Runner {
             event_id: Set(c.ev.id.clone()),
             lease_id: Set(lease_id.to_string()),
             event_type: Set(c.ev.event_type.clone()),
-            instance: Set(self.instance.as_str().to_string()),
+            instance: Set(self.deps.instance.as_str().to_string()),
             outcome: Set(outcome.into()),
             scheduled_at: Set(c.ev.time),
             started_at: Set(started),
@@ -829,7 +803,7 @@ impl Runner {
         event_id: &str,
         now: NaiveDateTime,
     ) -> Result<Option<(Claimed, Work)>, DbErr> {
-        let txn = self.db.write().await?;
+        let txn = self.deps.db.write().await?;
         let Some(ev) = event::Entity::find_by_id(event_id.to_string())
             .one(&*txn)
             .await?
@@ -864,12 +838,12 @@ impl Runner {
             )
             .col_expr(
                 event::Column::ClaimedBy,
-                Expr::value(self.instance.as_str()),
+                Expr::value(self.deps.instance.as_str()),
             )
             .col_expr(event::Column::ClaimedAt, Expr::value(now))
             .col_expr(
                 event::Column::ClaimExpiresAt,
-                Expr::value(now + self.claim_ttl),
+                Expr::value(now + self.deps.claim_ttl),
             )
             .col_expr(event::Column::Attempts, Expr::value(ev.attempts + 1))
             .filter(event::Column::Id.eq(&ev.id))
@@ -968,7 +942,7 @@ impl Runner {
         since: NaiveDateTime,
         log: &mut ActionLog,
     ) -> Result<String, DriverError> {
-        let driver = &self.driver;
+        let driver = &self.deps.driver;
         let mut actions: Vec<String> = Vec::new();
         for r in &work.reservations {
             let rh = work.reservation_hosts(r);
@@ -977,7 +951,7 @@ impl Runner {
                 EventType::EndLease => driver.release(rh, log).await?,
                 EventType::BeforeEndLease => {
                     let action = if r.before_end == "default" {
-                        self.default_before_end.as_str()
+                        self.deps.default_before_end.as_str()
                     } else {
                         r.before_end.as_str()
                     };
@@ -1019,7 +993,7 @@ impl Runner {
     /// change, so that an event created elsewhere runs here on time. Reconnects after errors.
     pub async fn listen_for_changes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         use sea_orm::sqlx::postgres::PgListener;
-        let pool = self.db.conn().get_postgres_connection_pool().clone();
+        let pool = self.deps.db.conn().get_postgres_connection_pool().clone();
         loop {
             let mut listener = match PgListener::connect_with(&pool).await {
                 Ok(mut l) => match l.listen(crate::db::PG_CHANGES_CHANNEL).await {
@@ -1039,7 +1013,7 @@ impl Runner {
             loop {
                 tokio::select! {
                     n = listener.recv() => match n {
-                        Ok(_) => self.bell.ring(),
+                        Ok(_) => self.deps.bell.ring(),
                         Err(e) => {
                             tracing::warn!(error = %e, "lease change listener lost; reconnecting");
                             break;
@@ -1049,7 +1023,7 @@ impl Runner {
                 }
             }
             // Changes announced while disconnected: look at the table again.
-            self.bell.ring();
+            self.deps.bell.ring();
         }
     }
 
