@@ -1,6 +1,6 @@
 //! Building the application: database, services, routes and the request pipeline, bound to a port.
 //!
-//! `Application::build` binds (port 0 in tests) and reports the bound port before serving, as in
+//! `Application::build` binds (port 0 in tests) and reports the bound address before serving, as in
 //! zero-to-production; `run` serves until the shutdown future resolves, then drains requests.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
