@@ -1,6 +1,6 @@
 //! Building the application: database, services, routes and the request pipeline, bound to a port.
 //!
-//! `Application::build` binds (port 0 in tests) and reports the bound port before serving, as in
+//! `Application::build` binds (port 0 in tests) and reports the bound address before serving, as in
 //! zero-to-production; `run` serves until the shutdown future resolves, then drains requests.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -11,6 +11,7 @@ use poem::{
     middleware::CatchPanic,
 };
 
+use chrono::TimeDelta;
 use tokio::sync::watch;
 
 use crate::{
@@ -32,7 +33,7 @@ use crate::{
     jobs::{
         driver::{ResourceDriver, StandaloneDriver},
         notify::{Notifier, RetryPolicy},
-        runner::{Runner, default_instance_name},
+        runner::{LeaseEnd, Runner, RunnerDeps, default_instance_name},
     },
     metrics::Metrics,
     nova::{self, driver::NovaDriver, facts::NovaFacts, sync::NovaSync},
@@ -54,12 +55,12 @@ pub enum AppError {
     },
 }
 
-/// The routes of the whole service, wrapped in the request pipeline. `/metrics` is among them
-/// when metrics are on and have no address of their own.
-pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
+/// The routes of the whole service, wrapped in the request pipeline (which resolves callers
+/// with `auth`). `/metrics` is among them when metrics are on and have no address of their own.
+pub fn routes(services: Arc<Services>, auth: Arc<dyn Authenticator>) -> impl Endpoint + 'static {
     let api = api::openapi();
     let methods = Arc::new(AllowedMethods::from_spec(&api.spec()));
-    let pipeline = pipeline(&services, methods);
+    let pipeline = pipeline(&services, auth, methods);
     let s = &services.settings;
     let mut route = Route::new();
     if s.metrics_enabled && s.metrics_bind.is_none() {
@@ -78,9 +79,12 @@ pub fn routes(services: Arc<Services>) -> impl Endpoint + 'static {
 
 /// `/metrics` alone, for the listener of `metrics_bind`: the same pipeline (request ids, the
 /// error envelope, counted as an unmatched operation), nothing else.
-pub fn metrics_routes(services: Arc<Services>) -> impl Endpoint + 'static {
+pub fn metrics_routes(
+    services: Arc<Services>,
+    auth: Arc<dyn Authenticator>,
+) -> impl Endpoint + 'static {
     let methods = Arc::new(AllowedMethods::default());
-    let pipeline = pipeline(&services, methods);
+    let pipeline = pipeline(&services, auth, methods);
     Route::new()
         .at("/metrics", poem::get(api::metrics::metrics))
         .data(services)
@@ -88,10 +92,14 @@ pub fn metrics_routes(services: Arc<Services>) -> impl Endpoint + 'static {
         .around(move |ep, req| api::pipeline::handle(ep, req, pipeline.clone()))
 }
 
-fn pipeline(services: &Services, methods: Arc<AllowedMethods>) -> Arc<Pipeline> {
+fn pipeline(
+    services: &Services,
+    auth: Arc<dyn Authenticator>,
+    methods: Arc<AllowedMethods>,
+) -> Arc<Pipeline> {
     Arc::new(Pipeline {
         max_body_bytes: services.settings.max_body_bytes,
-        auth: services.auth.clone(),
+        auth,
         methods,
         metrics: services.metrics.clone(),
     })
@@ -177,6 +185,8 @@ pub struct Application {
     /// The listener of `metrics_bind`, when metrics have an address of their own.
     metrics: Option<(SocketAddr, poem::listener::TcpAcceptor)>,
     services: Arc<Services>,
+    /// Who is calling: only the request pipeline asks, so the services do not carry it.
+    auth: Arc<dyn Authenticator>,
     runner: Arc<Runner>,
     nova_sync: Option<Arc<NovaSync>>,
 }
@@ -244,7 +254,6 @@ impl Application {
             driver: driver.unwrap_or(default_driver),
             notifier,
             wake: Default::default(),
-            auth,
             policy,
             placement: Default::default(),
             nova_status: pools.as_ref().map(|_| Default::default()),
@@ -256,7 +265,19 @@ impl Application {
         if let Some(sync) = &nova_sync {
             sync.ensure_freepool_soon();
         }
-        let runner = Arc::new(Runner::new(services.clone()));
+        let runner = Arc::new(Runner::new(RunnerDeps {
+            db: services.db.clone(),
+            clock: services.clock.clone(),
+            driver: services.driver.clone(),
+            notifier: services.notifier.clone(),
+            bell: services.wake.clone(),
+            metrics: services.metrics.clone(),
+            instance: services.instance.clone(),
+            claim_ttl: TimeDelta::seconds(settings.event_claim_seconds as i64),
+            retry_deadline: TimeDelta::seconds(settings.nova_retry_deadline_seconds as i64),
+            default_before_end: settings.default_before_end_action.clone(),
+            leases: Arc::new(services.clone()) as Arc<dyn LeaseEnd>,
+        }));
         let (addr, acceptor) = bind(&settings.bind).await?;
         let metrics = match &settings.metrics_bind {
             Some(b) if settings.metrics_enabled => Some(bind(b).await?),
@@ -267,6 +288,7 @@ impl Application {
             acceptor,
             metrics,
             services,
+            auth,
             runner,
             nova_sync,
         })
@@ -274,10 +296,6 @@ impl Application {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
     }
 
     /// Where `/metrics` is served when `metrics_bind` gives it an address of its own.
@@ -312,7 +330,7 @@ impl Application {
             let mut stop = stop_rx.clone();
             tokio::spawn(
                 Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                    metrics_routes(self.services.clone()),
+                    metrics_routes(self.services.clone(), self.auth.clone()),
                     async move {
                         let _ = stop.changed().await;
                     },
@@ -333,7 +351,7 @@ impl Application {
         let stopping = self.runner.clone();
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
-                routes(self.services),
+                routes(self.services, self.auth),
                 async move {
                     shutdown.await;
                     // The runner finishes the event it is running and stops before the next.

@@ -13,9 +13,10 @@ use super::{
     types::{FastJson, Nullable, RawBody},
 };
 use crate::{
+    auth::Caller,
     domain::{capacity::RawQuery, dates::format_lease_date},
     service::{
-        Caller, Services,
+        Services,
         capacity::{Blocking, Calendar, FreeWindow, LeasePlan, ReservationPlan},
     },
 };

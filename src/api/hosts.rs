@@ -18,9 +18,10 @@ use super::{
     types::{FactInt, FastJson, Nullable, RawBody},
 };
 use crate::{
+    auth::Caller,
     domain::dates::{format_lease_date, format_timestamp},
     service::{
-        Caller, Services,
+        Services,
         hosts::{AllocationQuery, HostAllocations},
         idempotency::{Created, Once},
         placement::HostRecord,

@@ -18,9 +18,10 @@ use super::{
     types::{Count, FastJson, Nullable, RawBody},
 };
 use crate::{
+    auth::Caller,
     domain::dates::{format_lease_date, format_timestamp},
     service::{
-        Caller, Services,
+        Services,
         idempotency::{Created, Once},
         leases::LeaseDetail,
     },

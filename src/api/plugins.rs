@@ -8,8 +8,9 @@ use poem_openapi::{Object, OpenApi, payload::Json};
 
 use super::{ApiTags, error::ApiResult};
 use crate::{
+    auth::Caller,
     domain::lease::{BEFORE_END_ACTIONS, PHYSICAL_HOST},
-    service::{Caller, Services},
+    service::Services,
 };
 
 /// One parameter a reservation of this plugin takes.

@@ -77,12 +77,6 @@ pub struct RawBody<S, const REQUIRED: bool = true> {
     _schema: PhantomData<fn() -> S>,
 }
 
-impl<S, const REQUIRED: bool> RawBody<S, REQUIRED> {
-    pub fn into_inner(self) -> Map<String, Value> {
-        self.object
-    }
-}
-
 impl<S: Type, const REQUIRED: bool> Type for RawBody<S, REQUIRED> {
     const IS_REQUIRED: bool = REQUIRED;
     type RawValueType = Map<String, Value>;

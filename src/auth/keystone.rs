@@ -17,11 +17,12 @@ use chrono::{NaiveDateTime, TimeDelta};
 use poem::http::HeaderMap;
 use serde_json::Value;
 
+use super::Caller;
 use super::{
     AuthError, Authenticator,
     service_account::{ServiceAccount, parse_expiry},
 };
-use crate::{clock::SharedClock, service::Caller};
+use crate::clock::SharedClock;
 
 /// Longest token accepted (Fernet tokens are ~200 bytes; PKI tokens were a few KB).
 const MAX_TOKEN_BYTES: usize = 8192;

@@ -10,7 +10,13 @@ pub mod service_account;
 use async_trait::async_trait;
 use poem::http::HeaderMap;
 
-use crate::service::Caller;
+/// Who is calling: resolved from headers (noauth) or a token (keystone) by the request pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub project_id: String,
+    pub user_id: String,
+    pub roles: Vec<String>,
+}
 
 /// Why a request has no caller.
 #[derive(Debug, thiserror::Error)]

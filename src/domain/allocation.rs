@@ -35,6 +35,21 @@ pub struct Need<'a> {
     pub keep_held: bool,
 }
 
+impl Need<'_> {
+    /// A reservation of a lease being created: it holds nothing and is planned from scratch.
+    /// `matching` starts empty: the caller fills it with what the reservation's filters match.
+    pub fn new(min: usize, max: usize) -> Self {
+        Self {
+            matching: &[],
+            min,
+            max,
+            held: &[],
+            replan: true,
+            keep_held: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlanError {
     /// Reservation `index` cannot get `min` hosts.

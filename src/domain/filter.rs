@@ -7,7 +7,9 @@
 //! Comparisons are numeric when both sides are numbers (upstream compares strings, so "10" < "9").
 //! A key that a host lacks makes that leaf false for that host (so `not` of it is true).
 
-use std::{borrow::Cow, cmp::Ordering, collections::BTreeSet};
+#[cfg(test)]
+use std::borrow::Cow;
+use std::{cmp::Ordering, collections::BTreeSet};
 
 use serde_json::Value;
 
@@ -47,7 +49,9 @@ pub enum Filter {
     Not(Box<Filter>),
 }
 
-/// What a filter reads from a host: a column or an extra capability, as text.
+/// What a filter reads from a host: a column or an extra capability, as text. Only the tests'
+/// oracle ([`Filter::matches`]) reads hosts this way; placement matches [`Compiled`] filters.
+#[cfg(test)]
 pub trait Attributes {
     fn attribute(&self, key: &str) -> Option<Cow<'_, str>>;
 }
@@ -146,6 +150,9 @@ impl Filter {
         })
     }
 
+    /// Whether `host` matches, read straight from the filter: the oracle that the tests hold
+    /// [`Compiled::matches`] and the language's rules to.
+    #[cfg(test)]
     pub fn matches(&self, host: &impl Attributes) -> bool {
         match self {
             Filter::All => true,
@@ -240,7 +247,8 @@ impl Op {
     }
 }
 
-/// Numbers compare as numbers, anything else as text.
+/// Numbers compare as numbers, anything else as text (the oracle's; [`AttrValue`] parses once).
+#[cfg(test)]
 fn compare(actual: &str, wanted: &str) -> Ordering {
     match (as_number(actual), as_number(wanted)) {
         (Some(a), Some(b)) => a.total_cmp(&b),

@@ -1,7 +1,7 @@
 //! Reading request bodies field by field, with errors that name the field.
 //!
-//! Bodies arrive as raw JSON (see `api::body`) so that every mistake gets a message saying which
-//! field is wrong and why, instead of a generic deserializer error.
+//! Bodies arrive as raw JSON (`api::types::RawBody`) so that every mistake gets a message saying
+//! which field is wrong and why, instead of a generic deserializer error.
 
 use serde_json::{Map, Value};
 

@@ -18,7 +18,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -29,20 +29,22 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
     IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::{
-    driver::{ActionLog, DriverError, HostRef, ReservationHosts},
-    notify::lease_payload,
+    bell::Bell,
+    driver::{ActionLog, DriverError, HostRef, ReservationHosts, ResourceDriver},
+    notify::{Notifier, lease_payload},
 };
 use crate::{
-    db::WriteTxn,
+    clock::SharedClock,
+    db::{Db, WriteTxn},
     domain::{
         dates::{format_lease_date, truncate_to_second},
         lease::{EventStatus, EventType, LeaseStatus, ReservationStatus},
     },
     failpoint,
-    service::Services,
+    metrics::Metrics,
 };
 
 /// Longest sleep between two looks at the events table (other instances may have written).
@@ -55,51 +57,6 @@ const BATCH: u64 = 200;
 const MAX_RETRY_BACKOFF: TimeDelta = TimeDelta::seconds(30);
 /// `event_runs.outcome` of an attempt that failed for now.
 pub const RETRY: &str = "RETRY";
-
-/// Rings the runner when a lease change may have brought an event earlier than the runner's
-/// planned wake-up. Creating a lease in the future, the common case, then costs the runner
-/// nothing; while the runner is awake every ring counts.
-#[derive(Debug)]
-pub struct Bell {
-    notify: Notify,
-    /// When the runner plans to wake (ms since the epoch), or `AWAKE`.
-    planned: AtomicI64,
-}
-
-const AWAKE: i64 = i64::MIN;
-
-impl Default for Bell {
-    fn default() -> Self {
-        Self {
-            notify: Notify::new(),
-            planned: AtomicI64::new(AWAKE),
-        }
-    }
-}
-
-impl Bell {
-    /// A change brought an event due at `earliest`.
-    pub fn ring_for(&self, earliest: NaiveDateTime) {
-        let planned = self.planned.load(Ordering::SeqCst);
-        if planned == AWAKE || earliest.and_utc().timestamp_millis() < planned {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Something changed that the runner must look at.
-    pub fn ring(&self) {
-        self.notify.notify_one();
-    }
-
-    fn awake(&self) {
-        self.planned.store(AWAKE, Ordering::SeqCst);
-    }
-
-    fn sleeping_until(&self, t: NaiveDateTime) {
-        self.planned
-            .store(t.and_utc().timestamp_millis(), Ordering::SeqCst);
-    }
-}
 
 /// What one `run_due` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -248,8 +205,16 @@ pub(crate) struct ClaimKeeper {
 }
 
 impl ClaimKeeper {
-    pub fn start(services: Arc<Services>, event_id: String, attempts: i32) -> Self {
-        let ttl = TimeDelta::seconds(services.settings.event_claim_seconds as i64);
+    /// Renews the claim of `instance` on attempt `attempts` of `event_id` by `ttl` every third
+    /// of `ttl`, until stopped or until the claim is no longer that one.
+    pub fn start(
+        db: Arc<Db>,
+        clock: SharedClock,
+        instance: String,
+        ttl: TimeDelta,
+        event_id: String,
+        attempts: i32,
+    ) -> Self {
         let every = (ttl / 3).to_std().unwrap_or(Duration::from_secs(1));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -259,15 +224,15 @@ impl ClaimKeeper {
                     _ = &mut stopped => return,
                 }
                 let renewed = async {
-                    let txn = services.db.write().await?;
+                    let txn = db.write().await?;
                     let r = event::Entity::update_many()
                         .col_expr(
                             event::Column::ClaimExpiresAt,
-                            Expr::value(services.clock.now() + ttl),
+                            Expr::value(clock.now() + ttl),
                         )
                         .filter(event::Column::Id.eq(&event_id))
                         .filter(event::Column::Status.eq(EventStatus::InProgress.as_str()))
-                        .filter(event::Column::ClaimedBy.eq(services.instance.as_str()))
+                        .filter(event::Column::ClaimedBy.eq(instance.as_str()))
                         .filter(event::Column::Attempts.eq(attempts))
                         .exec(&*txn)
                         .await?;
@@ -305,24 +270,61 @@ fn retry_backoff(attempts: i32) -> TimeDelta {
     TimeDelta::seconds(1i64 << exp).min(MAX_RETRY_BACKOFF)
 }
 
+/// What a lease's end or deletion needs from the lease operations. The service layer implements
+/// it; the runner holds it as a narrow handle, so that `jobs` does not depend on `service` (which
+/// depends on `jobs` for drivers, notifications and [`Work`]).
+#[async_trait::async_trait]
+pub(crate) trait LeaseEnd: Send + Sync {
+    /// Deletes the lease's rows (with its reservations, events and allocations) in `txn`, and
+    /// the bookings of its hosts `booked` from the placement copy.
+    async fn forget_lease(
+        &self,
+        txn: &WriteTxn<'_>,
+        lease_id: &str,
+        booked: Vec<i64>,
+    ) -> Result<(), DbErr>;
+
+    /// A commit after [`LeaseEnd::forget_lease`] failed: the placement copy may describe what
+    /// never was, so it is reloaded before its next use.
+    fn forget_bookings(&self);
+
+    /// After a lease's end has run (or a lease has gone): usage enforcement's `on-end`, from a
+    /// task of its own; never waits and never fails.
+    fn announce_end(&self, work: &Work);
+}
+
+/// What the runner reads and acts through: given by `app.rs`, not the service layer's
+/// `Services`, so that the runner depends only on what it uses.
+pub(crate) struct RunnerDeps {
+    pub db: Arc<Db>,
+    pub clock: SharedClock,
+    pub driver: Arc<dyn ResourceDriver>,
+    pub notifier: Notifier,
+    /// Rung by lease changes (and by other instances' changes, on PostgreSQL).
+    pub bell: Arc<Bell>,
+    pub metrics: Arc<Metrics>,
+    /// This instance's name in event claims.
+    pub instance: String,
+    /// How long a claim lasts unless renewed (`event_claim_seconds`).
+    pub claim_ttl: TimeDelta,
+    /// How long an event that Nova fails for now is retried (`nova_retry_deadline_seconds`).
+    pub retry_deadline: TimeDelta,
+    /// What a reservation's `default` before-end action means (`default_before_end_action`).
+    pub default_before_end: String,
+    pub leases: Arc<dyn LeaseEnd>,
+}
+
 pub struct Runner {
-    services: Arc<Services>,
-    claim_ttl: TimeDelta,
+    deps: RunnerDeps,
     stopping: AtomicBool,
 }
 
 impl Runner {
-    pub fn new(services: Arc<Services>) -> Self {
-        let claim_ttl = TimeDelta::seconds(services.settings.event_claim_seconds as i64);
+    pub(crate) fn new(deps: RunnerDeps) -> Self {
         Self {
-            services,
-            claim_ttl,
+            deps,
             stopping: AtomicBool::new(false),
         }
-    }
-
-    pub fn instance(&self) -> &str {
-        &self.services.instance
     }
 
     /// Runs every event due at `now`, in order, until none can make progress.
@@ -378,7 +380,7 @@ impl Runner {
     /// range of the (status, time) index: one query with an OR would make SQLite read the whole
     /// events table.
     async fn due_events(&self, now: NaiveDateTime, limit: u64) -> Result<Vec<event::Model>, DbErr> {
-        let conn = self.services.db.conn();
+        let conn = self.deps.db.conn();
         let mut due = event::Entity::find()
             .filter(event::Column::Status.eq(EventStatus::Undone.as_str()))
             .filter(event::Column::Time.lte(now))
@@ -401,7 +403,7 @@ impl Runner {
 
     /// When something may next be due: the earliest waiting event or expiring claim.
     pub async fn next_wakeup(&self) -> Result<Option<NaiveDateTime>, DbErr> {
-        let conn = self.services.db.conn();
+        let conn = self.deps.db.conn();
         let undone = event::Entity::find()
             .filter(event::Column::Status.eq(EventStatus::Undone.as_str()))
             .order_by_asc(event::Column::Time)
@@ -424,12 +426,12 @@ impl Runner {
     /// The background loop, until `shutdown` turns true. Events missed while the server was down
     /// run at once.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(instance = %self.instance(), "lease runner started");
-        let bell = &self.services.wake;
+        tracing::info!(instance = %self.deps.instance.as_str(), "lease runner started");
+        let bell = &self.deps.bell;
         loop {
             // Rings from now on wake the next sleep at once (a permit is kept).
             bell.awake();
-            let now = self.services.clock.now();
+            let now = self.deps.clock.now();
             let pause = match self.run_due(now).await {
                 Ok(report) => {
                     if report.done + report.failed + report.retrying > 0 {
@@ -437,7 +439,7 @@ impl Runner {
                     }
                     match self.next_wakeup().await {
                         Ok(Some(t)) => {
-                            let wait = (t - self.services.clock.now())
+                            let wait = (t - self.deps.clock.now())
                                 .to_std()
                                 .unwrap_or(Duration::ZERO);
                             if wait.is_zero() { BLOCKED_RETRY } else { wait }
@@ -456,11 +458,11 @@ impl Runner {
             };
             let pause = pause.min(MAX_IDLE);
             bell.sleeping_until(
-                self.services.clock.now() + TimeDelta::from_std(pause).unwrap_or(TimeDelta::zero()),
+                self.deps.clock.now() + TimeDelta::from_std(pause).unwrap_or(TimeDelta::zero()),
             );
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = bell.notify.notified() => {}
+                _ = bell.rung() => {}
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
@@ -468,7 +470,7 @@ impl Runner {
                 break;
             }
         }
-        tracing::info!(instance = %self.instance(), "lease runner stopped");
+        tracing::info!(instance = %self.deps.instance.as_str(), "lease runner stopped");
     }
 
     /// Claims the event (commit), acts through the driver with no transaction open, and records
@@ -477,10 +479,13 @@ impl Runner {
         let Some((claimed, work)) = self.claim(event_id, now).await? else {
             return Ok(Outcome::Skipped);
         };
-        let started = self.services.clock.now();
+        let started = self.deps.clock.now();
         let since = self.first_attempt(&claimed, started).await?;
         let keeper = ClaimKeeper::start(
-            self.services.clone(),
+            self.deps.db.clone(),
+            self.deps.clock.clone(),
+            self.deps.instance.clone(),
+            self.deps.claim_ttl,
             claimed.ev.id.clone(),
             claimed.attempts,
         );
@@ -504,7 +509,7 @@ impl Runner {
             return Ok(now);
         }
         let first_retry = self
-            .first_retry(self.services.db.conn(), &claimed.ev.id)
+            .first_retry(self.deps.db.conn(), &claimed.ev.id)
             .await?;
         let earlier_claim = claimed.ev.claimed_at;
         Ok([first_retry, earlier_claim, Some(now)]
@@ -542,7 +547,7 @@ impl Runner {
     ) -> Result<Outcome, DbErr> {
         let kind = c.kind;
         let stamp = truncate_to_second(started);
-        let txn = self.services.db.write().await?;
+        let txn = self.deps.db.write().await?;
         // Still ours? (If we were too slow, our claim expired and someone else took over.)
         let Some(current) = event::Entity::find_by_id(c.ev.id.clone())
             .one(&*txn)
@@ -551,7 +556,7 @@ impl Runner {
             return Ok(Outcome::Skipped);
         };
         if current.status != EventStatus::InProgress.as_str()
-            || current.claimed_by.as_deref() != Some(self.instance())
+            || current.claimed_by.as_deref() != Some(self.deps.instance.as_str())
             || current.attempts != c.attempts
         {
             tracing::warn!(
@@ -572,13 +577,12 @@ impl Runner {
                 .exec(&*txn)
                 .await?;
         }
-        let finished = self.services.clock.now();
+        let finished = self.deps.clock.now();
         let (outcome, reason) = match acted {
             Ok(summary) => (EventStatus::Done, summary),
             Err(DriverError::Unavailable(why)) => {
                 let first = self.first_retry(&*txn, &c.ev.id).await?.unwrap_or(started);
-                let deadline =
-                    TimeDelta::seconds(self.services.settings.nova_retry_deadline_seconds as i64);
+                let deadline = self.deps.retry_deadline;
                 if finished - first < deadline {
                     return self
                         .record_retry(txn, c, current, lease, why, started, finished)
@@ -658,7 +662,7 @@ impl Runner {
             took_ms = (finished - started).num_milliseconds(),
             "lease event run"
         );
-        self.services.notifier.emit(lease_payload(
+        self.deps.notifier.emit(lease_payload(
             &format!("lease.event.{}", kind.as_str()),
             &lease_after,
             Some(&ev_done),
@@ -666,7 +670,7 @@ impl Runner {
         ));
         if kind == EventType::EndLease && outcome == EventStatus::Done {
             // Usage enforcement's on-end: after the commit, in a task of its own.
-            self.services.announce_end(work);
+            self.deps.leases.announce_end(work);
         }
         Ok(if outcome == EventStatus::Done {
             Outcome::Done
@@ -740,19 +744,20 @@ impl Runner {
             finished,
         )
         .await?;
-        self.services
+        self.deps
+            .leases
             .forget_lease(&txn, &lease.id, work.host_ids())
             .await?;
         if let Err(e) = txn.commit().await {
-            self.services.placement.forget();
+            self.deps.leases.forget_bookings();
             return Err(e);
         }
         self.count_run(c, EventStatus::Done.as_str(), started);
         tracing::info!(lease_id = %lease.id, "lease deleted (its interrupted deletion finished)");
-        self.services
+        self.deps
             .notifier
             .emit(lease_payload("lease.delete", &lease, None, finished));
-        self.services.announce_end(work);
+        self.deps.leases.announce_end(work);
         Ok(Outcome::Done)
     }
 
@@ -760,7 +765,7 @@ impl Runner {
     /// lateness is from the event's due time to the start of this attempt.
     fn count_run(&self, c: &Claimed, outcome: &str, started: NaiveDateTime) {
         let lateness = (started - c.ev.time).num_milliseconds() as f64 / 1000.0;
-        self.services
+        self.deps
             .metrics
             .observe_event_run(c.kind.as_str(), outcome, lateness);
     }
@@ -778,7 +783,7 @@ impl Runner {
             event_id: Set(c.ev.id.clone()),
             lease_id: Set(lease_id.to_string()),
             event_type: Set(c.ev.event_type.clone()),
-            instance: Set(self.instance().to_string()),
+            instance: Set(self.deps.instance.as_str().to_string()),
             outcome: Set(outcome.into()),
             scheduled_at: Set(c.ev.time),
             started_at: Set(started),
@@ -798,7 +803,7 @@ impl Runner {
         event_id: &str,
         now: NaiveDateTime,
     ) -> Result<Option<(Claimed, Work)>, DbErr> {
-        let txn = self.services.db.write().await?;
+        let txn = self.deps.db.write().await?;
         let Some(ev) = event::Entity::find_by_id(event_id.to_string())
             .one(&*txn)
             .await?
@@ -831,11 +836,14 @@ impl Runner {
                 event::Column::Status,
                 Expr::value(EventStatus::InProgress.as_str()),
             )
-            .col_expr(event::Column::ClaimedBy, Expr::value(self.instance()))
+            .col_expr(
+                event::Column::ClaimedBy,
+                Expr::value(self.deps.instance.as_str()),
+            )
             .col_expr(event::Column::ClaimedAt, Expr::value(now))
             .col_expr(
                 event::Column::ClaimExpiresAt,
-                Expr::value(now + self.claim_ttl),
+                Expr::value(now + self.deps.claim_ttl),
             )
             .col_expr(event::Column::Attempts, Expr::value(ev.attempts + 1))
             .filter(event::Column::Id.eq(&ev.id))
@@ -934,7 +942,7 @@ impl Runner {
         since: NaiveDateTime,
         log: &mut ActionLog,
     ) -> Result<String, DriverError> {
-        let driver = &self.services.driver;
+        let driver = &self.deps.driver;
         let mut actions: Vec<String> = Vec::new();
         for r in &work.reservations {
             let rh = work.reservation_hosts(r);
@@ -943,7 +951,7 @@ impl Runner {
                 EventType::EndLease => driver.release(rh, log).await?,
                 EventType::BeforeEndLease => {
                     let action = if r.before_end == "default" {
-                        self.services.settings.default_before_end_action.as_str()
+                        self.deps.default_before_end.as_str()
                     } else {
                         r.before_end.as_str()
                     };
@@ -985,12 +993,7 @@ impl Runner {
     /// change, so that an event created elsewhere runs here on time. Reconnects after errors.
     pub async fn listen_for_changes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         use sea_orm::sqlx::postgres::PgListener;
-        let pool = self
-            .services
-            .db
-            .conn()
-            .get_postgres_connection_pool()
-            .clone();
+        let pool = self.deps.db.conn().get_postgres_connection_pool().clone();
         loop {
             let mut listener = match PgListener::connect_with(&pool).await {
                 Ok(mut l) => match l.listen(crate::db::PG_CHANGES_CHANNEL).await {
@@ -1010,7 +1013,7 @@ impl Runner {
             loop {
                 tokio::select! {
                     n = listener.recv() => match n {
-                        Ok(_) => self.services.wake.ring(),
+                        Ok(_) => self.deps.bell.ring(),
                         Err(e) => {
                             tracing::warn!(error = %e, "lease change listener lost; reconnecting");
                             break;
@@ -1020,7 +1023,7 @@ impl Runner {
                 }
             }
             // Changes announced while disconnected: look at the table again.
-            self.services.wake.ring();
+            self.deps.bell.ring();
         }
     }
 

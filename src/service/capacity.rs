@@ -8,18 +8,16 @@ use chrono::{NaiveDateTime, TimeDelta};
 use entity::lease;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
-use super::{
-    Caller, Services,
-    leases::{NeedSpec, plan_in},
-    placement::World,
-};
+use super::{Services, leases::plan_in, placement::World};
+use crate::auth::Caller;
 use crate::domain::{
     DomainError,
-    allocation::PlanError,
+    allocation::{Need, PlanError},
     capacity::{
         self, AvailabilityRequest, CalendarRequest, RawQuery, Search, Span, Standing, Window,
     },
     dates::format_lease_date,
+    filter::Filter,
     input::Object,
     lease::{self as rules, LeaseRequest},
 };
@@ -243,10 +241,10 @@ impl Services {
     ) {
         let window = (req.start, req.end);
         let horizon = self.horizon();
-        let specs: Vec<NeedSpec<'_>> = req
+        let specs: Vec<(&Filter, Need<'_>)> = req
             .reservations
             .iter()
-            .map(|r| NeedSpec::new(&r.filter, r.min as usize, r.max as usize))
+            .map(|r| (&r.filter, Need::new(r.min as usize, r.max as usize)))
             .collect();
         self.placement.with(|w| {
             let chosen = plan_in(w, &specs, window, None, now);
@@ -448,7 +446,7 @@ fn windows_of(w: &World, hosts: &[i64], search: &Search) -> Vec<Window> {
 /// free for the window, what holds the others, and when it would fit alone.
 fn survey(
     w: &mut World,
-    filter: &crate::domain::filter::Filter,
+    filter: &Filter,
     min: usize,
     (start, end): (NaiveDateTime, NaiveDateTime),
     horizon: TimeDelta,
@@ -494,7 +492,7 @@ fn survey(
 /// each alone must fit (their windows), then the planner must place them all.
 fn earliest_lease_start(
     w: &mut World,
-    specs: &[NeedSpec<'_>],
+    specs: &[(&Filter, Need<'_>)],
     surveys: &[Survey],
     (start, end): (NaiveDateTime, NaiveDateTime),
     horizon: TimeDelta,
@@ -508,8 +506,8 @@ fn earliest_lease_start(
     // change, from the latest of the reservations' own earliest starts.
     let from = surveys.iter().filter_map(|s| s.earliest_start).max()?;
     let mut candidates: Vec<NaiveDateTime> = vec![from];
-    for spec in specs {
-        for h in w.hosts.matching(spec.filter).iter() {
+    for (filter, _) in specs {
+        for h in w.hosts.matching(filter).iter() {
             for b in w.bookings_of(*h) {
                 for t in [b.end, b.start - duration] {
                     if t > from && t <= start + horizon {

@@ -16,15 +16,17 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Que
 use serde_json::{Value, json};
 
 use super::{
-    Caller, Services,
-    leases::{NeedSpec, load_details, merge_reservations, plan_error, plan_in},
+    Services,
+    leases::{load_details, merge_reservations, plan_error, plan_in},
     placement::{self, HostRecord},
 };
 use crate::{
+    auth::Caller,
     domain::{
         DomainError,
-        allocation::PlanError,
+        allocation::{Need, PlanError},
         dates::truncate_to_minute,
+        filter::Filter,
         lease::{self as rules, CurrentLease, LeaseChanges, LeaseRequest, LeaseStatus},
     },
     enforcement::{Check, body},
@@ -56,10 +58,10 @@ impl Services {
             Vec::new()
         } else {
             self.placement.refresh_for_read(&txn, now).await?;
-            let needs: Vec<NeedSpec<'_>> = req
+            let needs: Vec<(&Filter, Need<'_>)> = req
                 .reservations
                 .iter()
-                .map(|r| NeedSpec::new(&r.filter, r.min as usize, r.max as usize))
+                .map(|r| (&r.filter, Need::new(r.min as usize, r.max as usize)))
                 .collect();
             let planned = self
                 .placement
@@ -153,15 +155,20 @@ impl Services {
                 start
             };
             self.placement.refresh_for_read(&txn, now).await?;
-            let needs: Vec<NeedSpec<'_>> = merged
+            let needs: Vec<(&Filter, Need<'_>)> = merged
                 .iter()
-                .map(|(r, filter, replan)| NeedSpec {
-                    filter,
-                    min: r.min as usize,
-                    max: r.max as usize,
-                    held: held.get(&r.id).unwrap_or(&empty),
-                    replan: *replan,
-                    keep_held: r.status == rules::ReservationStatus::Active.as_str(),
+                .map(|(r, filter, replan)| {
+                    (
+                        filter,
+                        Need {
+                            matching: &[],
+                            min: r.min as usize,
+                            max: r.max as usize,
+                            held: held.get(&r.id).unwrap_or(&empty),
+                            replan: *replan,
+                            keep_held: r.status == rules::ReservationStatus::Active.as_str(),
+                        },
+                    )
                 })
                 .collect();
             let bounds: Vec<(i32, i32)> = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();

@@ -14,12 +14,13 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    Caller, Services,
+    Services,
     etag::check_if_match,
     facts::HostFacts,
     idempotency::{Claim, Created, Once},
     placement::{self, HostRecord},
 };
+use crate::auth::Caller;
 use crate::domain::{
     DomainError,
     dates::{format_lease_date, truncate_to_second},

@@ -14,7 +14,8 @@ use sea_orm::{
 };
 use serde_json::{Map, Value};
 
-use super::{Caller, Services};
+use super::Services;
+use crate::auth::Caller;
 use crate::domain::{
     DomainError,
     idempotency::{IdempotencyKey, fingerprint},

@@ -18,11 +18,12 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{
-    Caller, Services,
+    Services,
     etag::check_if_match,
     idempotency::{Claim, Created, Once},
     placement::{self, BookingChange, World},
 };
+use crate::auth::Caller;
 use crate::db::WriteTxn;
 use crate::domain::{
     DomainError,
@@ -87,44 +88,22 @@ type EventRow = (
     Option<NaiveDateTime>,
 );
 
-/// What one reservation needs, before its filters are matched against the hosts.
-pub(crate) struct NeedSpec<'a> {
-    pub filter: &'a Filter,
-    pub min: usize,
-    pub max: usize,
-    pub held: &'a [i64],
-    pub replan: bool,
-    pub keep_held: bool,
-}
-
-impl<'a> NeedSpec<'a> {
-    /// A reservation of a lease being created.
-    pub fn new(filter: &'a Filter, min: usize, max: usize) -> Self {
-        Self {
-            filter,
-            min,
-            max,
-            held: &[],
-            replan: true,
-            keep_held: false,
-        }
-    }
-}
-
-/// Chooses hosts for `specs` over `[start, end)` in the placement copy, ignoring the bookings of
-/// lease `except`: what create and update decide, and what a plan reports.
+/// Chooses hosts for `specs` (each reservation's filter and need) over `[start, end)` in the
+/// placement copy, ignoring the bookings of lease `except`: what create and update decide, and
+/// what a plan reports. Each need's `matching` is replaced by the hosts its filter matches in the
+/// copy.
 pub(crate) fn plan_in(
     w: &mut World,
-    specs: &[NeedSpec<'_>],
+    specs: &[(&Filter, Need<'_>)],
     (start, end): (NaiveDateTime, NaiveDateTime),
     except: Option<&str>,
     now: NaiveDateTime,
 ) -> Result<Vec<Vec<i64>>, PlanError> {
     let matching: Vec<Arc<[i64]>> = specs
         .iter()
-        .map(|s| {
-            if s.replan {
-                w.hosts.matching(s.filter)
+        .map(|(filter, need)| {
+            if need.replan {
+                w.hosts.matching(filter)
             } else {
                 Arc::from([])
             }
@@ -134,13 +113,9 @@ pub(crate) fn plan_in(
     let needs: Vec<Need<'_>> = specs
         .iter()
         .zip(&matching)
-        .map(|(s, m)| Need {
+        .map(|((_, need), m)| Need {
             matching: m,
-            min: s.min,
-            max: s.max,
-            held: s.held,
-            replan: s.replan,
-            keep_held: s.keep_held,
+            ..need.clone()
         })
         .collect();
     plan(
@@ -301,10 +276,10 @@ impl Services {
         let chosen = if req.reservations.is_empty() {
             Vec::new()
         } else {
-            let needs: Vec<NeedSpec<'_>> = req
+            let needs: Vec<(&Filter, Need<'_>)> = req
                 .reservations
                 .iter()
-                .map(|r| NeedSpec::new(&r.filter, r.min as usize, r.max as usize))
+                .map(|r| (&r.filter, Need::new(r.min as usize, r.max as usize)))
                 .collect();
             let bounds: Vec<(i32, i32)> = req.reservations.iter().map(|r| (r.min, r.max)).collect();
             let chosen = self
@@ -516,15 +491,20 @@ impl Services {
             || start != old.start_date
             || end != old.end_date;
         if merged.iter().any(|(_, _, replan)| *replan) {
-            let needs: Vec<NeedSpec<'_>> = merged
+            let needs: Vec<(&Filter, Need<'_>)> = merged
                 .iter()
-                .map(|(r, filter, replan)| NeedSpec {
-                    filter,
-                    min: r.min as usize,
-                    max: r.max as usize,
-                    held: held.get(r.id.as_str()).unwrap_or(&empty),
-                    replan: *replan,
-                    keep_held: r.status == ReservationStatus::Active.as_str(),
+                .map(|(r, filter, replan)| {
+                    (
+                        filter,
+                        Need {
+                            matching: &[],
+                            min: r.min as usize,
+                            max: r.max as usize,
+                            held: held.get(r.id.as_str()).unwrap_or(&empty),
+                            replan: *replan,
+                            keep_held: r.status == ReservationStatus::Active.as_str(),
+                        },
+                    )
                 })
                 .collect();
             let bounds: Vec<(i32, i32)> = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();
@@ -717,7 +697,7 @@ impl Services {
         now: NaiveDateTime,
         (start, end): (NaiveDateTime, NaiveDateTime),
         except: Option<&str>,
-        specs: &[NeedSpec<'_>],
+        specs: &[(&Filter, Need<'_>)],
         bounds: &[(i32, i32)],
     ) -> Result<Vec<Vec<i64>>, DomainError> {
         for attempt in 0..2 {
@@ -729,7 +709,7 @@ impl Services {
             let picked: Vec<i64> = specs
                 .iter()
                 .zip(&chosen)
-                .filter(|(n, _)| n.replan)
+                .filter(|((_, n), _)| n.replan)
                 .flat_map(|(_, hosts)| hosts.iter().copied())
                 .collect();
             let clash = placement::verify_free(&**txn, &picked, start, end, except).await?;
@@ -954,7 +934,14 @@ impl Services {
             return Ok(());
         };
 
-        let keeper = ClaimKeeper::start(self.clone(), end.id.clone(), attempts);
+        let keeper = ClaimKeeper::start(
+            self.db.clone(),
+            self.clock.clone(),
+            self.instance.clone(),
+            TimeDelta::seconds(self.settings.event_claim_seconds as i64),
+            end.id.clone(),
+            attempts,
+        );
         let mut log = ActionLog::default();
         let mut released = Ok(());
         for r in &work.reservations {

@@ -18,14 +18,18 @@ use std::sync::Arc;
 
 use crate::{
     auth::{
-        Authenticator,
+        Caller,
         policy::{Credentials, Policy, Target},
     },
     clock::SharedClock,
     config::Settings,
-    db::Db,
+    db::{Db, WriteTxn},
     domain::lease::Limits,
-    jobs::{driver::ResourceDriver, notify::Notifier},
+    jobs::{
+        driver::ResourceDriver,
+        notify::Notifier,
+        runner::{LeaseEnd, Work},
+    },
 };
 
 pub use facts::{HostFactSource, StandaloneFacts};
@@ -41,14 +45,6 @@ pub fn driver_failure(e: crate::jobs::driver::DriverError) -> crate::domain::Dom
     }
 }
 
-/// Who is calling: resolved from headers (noauth) or a token (keystone) by the request pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub project_id: String,
-    pub user_id: String,
-    pub roles: Vec<String>,
-}
-
 /// Everything an operation needs: the database, the clock, the settings, the host fact source,
 /// the resource driver, the notifier, and the bell that wakes the event runner.
 #[derive(Clone)]
@@ -60,9 +56,7 @@ pub struct Services {
     pub driver: Arc<dyn ResourceDriver>,
     pub notifier: Notifier,
     /// Rung after lease changes, so the runner re-reads when the next event is due.
-    pub wake: Arc<crate::jobs::runner::Bell>,
-    /// Who is calling (used by the request pipeline).
-    pub auth: Arc<dyn Authenticator>,
+    pub wake: Arc<crate::jobs::bell::Bell>,
     /// What callers may do.
     pub policy: Arc<Policy>,
     /// The in-memory copy of hosts and bookings that host choice reads.
@@ -78,6 +72,29 @@ pub struct Services {
     pub enforcement: Arc<crate::enforcement::Enforcement>,
     /// The Prometheus registry (requests, events, write turns, webhooks).
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The runner's handle on lease operations: deleting a lease whose interrupted deletion it
+/// finished, and usage enforcement's `on-end`. On the `Arc` because `on-end` runs in a task that
+/// keeps the services.
+#[async_trait::async_trait]
+impl LeaseEnd for Arc<Services> {
+    async fn forget_lease(
+        &self,
+        txn: &WriteTxn<'_>,
+        lease_id: &str,
+        booked: Vec<i64>,
+    ) -> Result<(), sea_orm::DbErr> {
+        Services::forget_lease(self, txn, lease_id, booked).await
+    }
+
+    fn forget_bookings(&self) {
+        self.placement.forget();
+    }
+
+    fn announce_end(&self, work: &Work) {
+        Services::announce_end(self, work);
+    }
 }
 
 impl Services {
