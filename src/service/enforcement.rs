@@ -25,7 +25,7 @@ use crate::{
         DomainError,
         allocation::PlanError,
         dates::truncate_to_minute,
-        lease::{self as rules, CurrentLease, LeaseChanges, LeaseRequest, LeaseStatus},
+        lease::{self as rules, CurrentLease, LeaseChanges, LeaseRequest},
     },
     enforcement::{Check, body},
     jobs::runner::Work,
@@ -122,7 +122,7 @@ impl Services {
         let current = CurrentLease {
             start: old.start_date,
             end: old.end_date,
-            status: LeaseStatus::parse(&old.status).unwrap_or(LeaseStatus::Error),
+            status: old.status,
         };
         rules::check_updatable(&old.id, &current, changes, now)?;
         let (start, end) = rules::plan_dates(&current, changes, now)?;
@@ -161,7 +161,7 @@ impl Services {
                     max: r.max as usize,
                     held: held.get(&r.id).unwrap_or(&empty),
                     replan: *replan,
-                    keep_held: r.status == rules::ReservationStatus::Active.as_str(),
+                    keep_held: r.status == rules::ReservationStatus::Active,
                 })
                 .collect();
             let bounds: Vec<(i32, i32)> = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();
