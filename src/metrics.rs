@@ -12,6 +12,8 @@ use std::{
     time::Duration,
 };
 
+use crate::domain::lease::LeaseStatus;
+
 /// Label value of requests that match no operation of the spec (unknown paths, 405s, /docs...).
 pub const UNMATCHED: &str = "unmatched";
 
@@ -124,7 +126,7 @@ pub struct WebhookCounters {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Gauges {
     /// Every lease status, with its count (0 included, so that series do not vanish).
-    pub leases_by_status: Vec<(&'static str, u64)>,
+    pub leases_by_status: Vec<(LeaseStatus, u64)>,
     pub hosts_enrolled: u64,
     /// Hosts held by a lease whose window contains now.
     pub hosts_reserved: u64,
@@ -422,17 +424,11 @@ mod tests {
 
     #[test]
     fn event_labels_are_the_runners_names() {
-        use crate::domain::lease::{EventStatus, EventType};
-        let types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        use crate::domain::lease::{EventType, RunOutcome};
+        let types: Vec<String> = EventType::all().map(|t| t.to_string()).collect();
         assert_eq!(types, EVENT_TYPES);
-        assert_eq!(
-            EVENT_OUTCOMES,
-            [
-                EventStatus::Done.as_str(),
-                EventStatus::Error.as_str(),
-                crate::jobs::runner::RETRY
-            ]
-        );
+        let outcomes: Vec<String> = RunOutcome::all().map(|o| o.to_string()).collect();
+        assert_eq!(EVENT_OUTCOMES, outcomes);
     }
 
     #[test]

@@ -13,7 +13,10 @@ use std::{
 };
 
 use chrono::{NaiveDateTime, TimeDelta, Utc};
-use entity::{allocation, driver_action, event, event_run, lease, reservation};
+use entity::{
+    allocation, driver_action, event, event_run, lease, reservation,
+    sea_orm_active_enums::EventType,
+};
 use process::{Server, sqlite_url};
 use sea_orm::{Database, DatabaseConnection, EntityTrait};
 use serde_json::{Value, json};
@@ -152,13 +155,13 @@ async fn killed_during_a_burst_of_creates_nothing_is_half_written() {
             r.id
         );
     }
-    let mut events_per_lease: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut events_per_lease: HashMap<&str, HashSet<EventType>> = HashMap::new();
     for e in &events {
         assert!(leases.contains_key(&e.lease_id), "orphan event {}", e.id);
         events_per_lease
             .entry(&e.lease_id)
             .or_default()
-            .insert(&e.event_type);
+            .insert(e.event_type);
     }
     for id in leases.keys() {
         assert_eq!(
@@ -253,11 +256,11 @@ async fn killed_while_running_events_every_event_runs_exactly_once() {
     drop(server);
 
     let events = event::Entity::find().all(&conn).await.unwrap();
-    assert!(events.iter().all(|e| e.status == "DONE"));
+    assert!(events.iter().all(|e| e.status.to_string() == "DONE"));
     let runs = event_run::Entity::find().all(&conn).await.unwrap();
     let mut per_event: HashMap<&str, usize> = HashMap::new();
     for r in &runs {
-        assert_eq!(r.outcome, "DONE");
+        assert_eq!(r.outcome.to_string(), "DONE");
         *per_event.entry(&r.event_id).or_default() += 1;
     }
     assert_eq!(per_event.len(), 600);
@@ -279,7 +282,7 @@ async fn killed_while_running_events_every_event_runs_exactly_once() {
         "a driver action was repeated"
     );
     let leases = lease::Entity::find().all(&conn).await.unwrap();
-    assert!(leases.iter().all(|l| l.status == "TERMINATED"));
+    assert!(leases.iter().all(|l| l.status.to_string() == "TERMINATED"));
     let retried = events.iter().filter(|e| e.attempts > 1).count();
     println!("all 600 events DONE exactly once; {retried} were taken over after a kill");
 }
@@ -338,8 +341,14 @@ async fn sigterm_finishes_requests_in_flight_and_stops_the_runner_between_events
     let status = server.wait_exit(Duration::from_secs(35)).await;
     assert!(status.success(), "exit status {status}");
     let events = event::Entity::find().all(&conn).await.unwrap();
-    let in_progress = events.iter().filter(|e| e.status == "IN_PROGRESS").count();
-    let done = events.iter().filter(|e| e.status == "DONE").count();
+    let in_progress = events
+        .iter()
+        .filter(|e| e.status.to_string() == "IN_PROGRESS")
+        .count();
+    let done = events
+        .iter()
+        .filter(|e| e.status.to_string() == "DONE")
+        .count();
     // Start and before-end (due at t0) of each lease; the ends are an hour away.
     let due = 600;
     println!("SIGTERM: exited with {done}/{due} due events done, {in_progress} in progress");

@@ -166,8 +166,8 @@ async fn event_times(app: &TestApp, lease_id: &str) -> Vec<(String, String, f64)
         .into_iter()
         .map(|r| {
             (
-                r.event_type,
-                r.outcome,
+                r.event_type.to_string(),
+                r.outcome.to_string(),
                 (r.finished_at - r.started_at).num_milliseconds() as f64 / 1000.0,
             )
         })
@@ -624,7 +624,9 @@ async fn a_kill_between_nova_and_the_record_converges_after_restart() {
         .await
         .unwrap();
     assert_eq!(
-        runs.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        runs.iter()
+            .map(|r| r.outcome.to_string())
+            .collect::<Vec<_>>(),
         ["DONE"],
         "recorded once"
     );

@@ -122,12 +122,12 @@ async fn wait_done(conn: &DatabaseConnection, target: usize, from: NaiveDateTime
 async fn assert_exactly_once(conn: &DatabaseConnection) -> HashMap<String, usize> {
     let events = event::Entity::find().all(conn).await.unwrap();
     assert_eq!(events.len(), EVENTS);
-    assert!(events.iter().all(|e| e.status == "DONE"));
+    assert!(events.iter().all(|e| e.status.to_string() == "DONE"));
     let runs = event_run::Entity::find().all(conn).await.unwrap();
     let mut per_event: HashMap<&str, usize> = HashMap::new();
     let mut per_instance: HashMap<String, usize> = HashMap::new();
     for r in &runs {
-        assert_eq!(r.outcome, "DONE");
+        assert_eq!(r.outcome.to_string(), "DONE");
         *per_event.entry(&r.event_id).or_default() += 1;
         *per_instance.entry(r.instance.clone()).or_default() += 1;
     }

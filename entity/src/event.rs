@@ -1,15 +1,17 @@
 //! A lease event: start_lease, before_end_lease or end_lease, due at `time`.
 use sea_orm::entity::prelude::*;
 
+use crate::sea_orm_active_enums::{EventStatus, EventType};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "events")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
     pub lease_id: String,
-    pub event_type: String,
+    pub event_type: EventType,
     pub time: DateTime,
-    pub status: String,
+    pub status: EventStatus,
     pub created_at: DateTime,
     pub updated_at: Option<DateTime>,
     /// The runner instance that claimed the event (while IN_PROGRESS).

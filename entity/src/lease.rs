@@ -1,6 +1,8 @@
 //! A lease: a project's claim on resources for a time window.
 use sea_orm::entity::prelude::*;
 
+use crate::sea_orm_active_enums::LeaseStatus;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "leases")]
 pub struct Model {
@@ -12,7 +14,7 @@ pub struct Model {
     pub trust_id: Option<String>,
     pub start_date: DateTime,
     pub end_date: DateTime,
-    pub status: String,
+    pub status: LeaseStatus,
     pub action: Option<String>,
     pub status_reason: Option<String>,
     pub degraded: bool,

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod placement_version;
 pub mod reservation;
 pub mod resource_property;
+pub mod sea_orm_active_enums;
 
 pub mod prelude {
     pub use super::allocation::Entity as Allocation;

@@ -1,6 +1,8 @@
 //! A reservation: one resource request inside a lease (today always `physical:host`).
 use sea_orm::entity::prelude::*;
 
+use crate::sea_orm_active_enums::{BeforeEnd, ReservationStatus};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "reservations")]
 pub struct Model {
@@ -12,12 +14,12 @@ pub struct Model {
     pub resource_type: String,
     /// Id of the resource-specific part (upstream's computehost_reservations row).
     pub resource_id: String,
-    pub status: String,
+    pub status: ReservationStatus,
     pub min: i32,
     pub max: i32,
     pub hypervisor_properties: String,
     pub resource_properties: String,
-    pub before_end: String,
+    pub before_end: BeforeEnd,
     pub missing_resources: bool,
     pub resources_changed: bool,
     pub created_at: DateTime,

@@ -9,7 +9,7 @@ use poem_openapi::{Object, OpenApi, payload::Json};
 use super::{ApiTags, error::ApiResult};
 use crate::{
     auth::Caller,
-    domain::lease::{BEFORE_END_ACTIONS, PHYSICAL_HOST},
+    domain::lease::{BeforeEnd, PHYSICAL_HOST},
     service::Services,
 };
 
@@ -106,7 +106,7 @@ impl PluginsApi {
                         "action before the lease ends: \"\", \"default\" or \"snapshot\"",
                     ),
                 ],
-                before_end_actions: BEFORE_END_ACTIONS.iter().map(|s| s.to_string()).collect(),
+                before_end_actions: BeforeEnd::all().map(|b| b.to_string()).collect(),
                 default_before_end_action: s.default_before_end_action.clone(),
                 minutes_before_end_lease: s.minutes_before_end_lease,
             }],

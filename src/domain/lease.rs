@@ -12,8 +12,6 @@ use super::{
 
 /// The only resource type this server reserves.
 pub const PHYSICAL_HOST: &str = "physical:host";
-/// What a reservation's `before_end` may say.
-pub const BEFORE_END_ACTIONS: &[&str] = &["", "default", "snapshot"];
 /// What `before_end: "default"` may be configured to mean.
 pub const BEFORE_END_CONFIG_ACTIONS: &[&str] = &["", "snapshot"];
 pub const MAX_NAME_CHARS: usize = 80;
@@ -66,74 +64,23 @@ const RESERVATION_SERVER_OWNED: &[&str] = &[
     "updated_at",
 ];
 
-macro_rules! str_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),* }
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),* }
-            }
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($text => Some($name::$variant),)* _ => None }
-            }
-        }
-    };
+// The statuses and event types are the entity crate's string-backed enums: one definition, whose
+// text is what the tables store. The rules about them are here, as functions.
+pub use entity::sea_orm_active_enums::{
+    BeforeEnd, EventStatus, EventType, LeaseStatus, ReservationStatus, RunOutcome,
+};
+
+/// Transitional statuses: an operation or event is running on the lease.
+pub fn is_transitional(status: LeaseStatus) -> bool {
+    matches!(
+        status,
+        LeaseStatus::Creating
+            | LeaseStatus::Starting
+            | LeaseStatus::Updating
+            | LeaseStatus::Terminating
+            | LeaseStatus::Deleting
+    )
 }
-
-str_enum!(
-    /// Lease statuses, as upstream's `blazar/status.py`.
-    LeaseStatus {
-        Creating = "CREATING",
-        Pending = "PENDING",
-        Starting = "STARTING",
-        Active = "ACTIVE",
-        Updating = "UPDATING",
-        Terminating = "TERMINATING",
-        Terminated = "TERMINATED",
-        Deleting = "DELETING",
-        Error = "ERROR",
-    }
-);
-
-impl LeaseStatus {
-    /// Transitional statuses: an operation or event is running on the lease.
-    pub fn is_transitional(self) -> bool {
-        matches!(
-            self,
-            Self::Creating | Self::Starting | Self::Updating | Self::Terminating | Self::Deleting
-        )
-    }
-}
-
-str_enum!(
-    /// Reservation statuses (lowercase upstream).
-    ReservationStatus {
-        Pending = "pending",
-        Active = "active",
-        Deleted = "deleted",
-        Error = "error",
-    }
-);
-
-str_enum!(
-    EventStatus {
-        Undone = "UNDONE",
-        InProgress = "IN_PROGRESS",
-        Done = "DONE",
-        Error = "ERROR",
-    }
-);
-
-str_enum!(
-    EventType {
-        StartLease = "start_lease",
-        BeforeEndLease = "before_end_lease",
-        EndLease = "end_lease",
-    }
-);
 
 /// Limits on a lease body that come from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -148,7 +95,7 @@ pub struct ReservationRequest {
     pub max: i32,
     pub hypervisor_properties: String,
     pub resource_properties: String,
-    pub before_end: String,
+    pub before_end: BeforeEnd,
     /// Both filter fields, combined with AND.
     pub filter: Filter,
 }
@@ -328,7 +275,7 @@ fn parse_reservation(index: usize, value: &Value) -> Result<ReservationRequest, 
     let hypervisor_properties =
         filter_text(obj, index, "hypervisor_properties")?.unwrap_or_default();
     let resource_properties = filter_text(obj, index, "resource_properties")?.unwrap_or_default();
-    let before_end = before_end(obj, index)?.unwrap_or_else(|| "default".into());
+    let before_end = before_end(obj, index)?.unwrap_or(BeforeEnd::Default);
     let filter = parse_filters(index, &hypervisor_properties, &resource_properties)?;
     Ok(ReservationRequest {
         min,
@@ -397,20 +344,20 @@ fn filter_text(obj: &Object, index: usize, name: &str) -> Result<Option<String>,
     }
 }
 
-fn before_end(obj: &Object, index: usize) -> Result<Option<String>, DomainError> {
+fn before_end(obj: &Object, index: usize) -> Result<Option<BeforeEnd>, DomainError> {
+    let refuse = |shown: String| {
+        DomainError::malformed(
+            param(index, "before_end"),
+            format!("must be one of \"\", \"default\", \"snapshot\", not {shown}"),
+        )
+    };
     match obj.get("before_end") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if BEFORE_END_ACTIONS.contains(&s.as_str()) => Ok(Some(s.clone())),
-        Some(other) => Err(DomainError::malformed(
-            param(index, "before_end"),
-            format!(
-                "must be one of \"\", \"default\", \"snapshot\", not {}",
-                match other {
-                    Value::String(s) => input::printable(s, 40),
-                    v => input::json_kind(v).to_string(),
-                }
-            ),
-        )),
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| refuse(input::printable(s, 40))),
+        Some(v) => Err(refuse(input::json_kind(v).to_string())),
     }
 }
 
@@ -435,7 +382,7 @@ pub struct ReservationChange {
     pub max: Option<i32>,
     pub hypervisor_properties: Option<String>,
     pub resource_properties: Option<String>,
-    pub before_end: Option<String>,
+    pub before_end: Option<BeforeEnd>,
     /// Checked against the stored value; it cannot change.
     pub resource_type: Option<String>,
 }
@@ -574,10 +521,10 @@ pub fn check_updatable(
     changes: &LeaseChanges,
     now: NaiveDateTime,
 ) -> Result<(), DomainError> {
-    if current.status.is_transitional() {
+    if is_transitional(current.status) {
         return Err(DomainError::InvalidStatus(format!(
             "Lease {lease_id} is {}; retry when that operation has finished",
-            current.status.as_str()
+            current.status
         )));
     }
     if changes.beyond_name() && (current.status == LeaseStatus::Terminated || current.end < now) {
@@ -705,7 +652,7 @@ mod tests {
         assert_eq!(r.end, at(4, 20, 0));
         assert_eq!(r.before_end_date, Some(at(4, 19, 0)));
         assert_eq!(r.reservations[0].min, 1);
-        assert_eq!(r.reservations[0].before_end, "default");
+        assert_eq!(r.reservations[0].before_end, BeforeEnd::Default);
     }
 
     #[test]
@@ -722,7 +669,8 @@ mod tests {
         assert_eq!(r.start, at(1, 12, 0));
         assert_eq!((r.reservations[0].min, r.reservations[0].max), (1, 2));
         assert_eq!(
-            r.reservations[0].before_end, "default",
+            r.reservations[0].before_end,
+            BeforeEnd::Default,
             "absent before_end means default"
         );
     }
@@ -859,6 +807,55 @@ mod tests {
             let e = err_of(patch);
             assert!(e.contains(needle), "expected {needle:?} in {e:?}");
         }
+    }
+
+    /// The enums are string-backed: this text is what the tables hold (upstream's), so it must
+    /// never change; `FromStr` and `Serialize` speak the same text as `Display`.
+    #[test]
+    fn stored_text_is_upstreams() {
+        fn texts<
+            T: std::fmt::Display + std::str::FromStr + serde::Serialize + PartialEq + std::fmt::Debug,
+        >(
+            all: impl Iterator<Item = T>,
+        ) -> Vec<String> {
+            all.map(|v| {
+                let text = v.to_string();
+                assert_eq!(json!(v), json!(text));
+                assert!(text.parse::<T>().ok() == Some(v), "{text} reads back");
+                text
+            })
+            .collect()
+        }
+        assert_eq!(
+            texts(LeaseStatus::all()),
+            [
+                "CREATING",
+                "PENDING",
+                "STARTING",
+                "ACTIVE",
+                "UPDATING",
+                "TERMINATING",
+                "TERMINATED",
+                "DELETING",
+                "ERROR"
+            ]
+        );
+        assert_eq!(
+            texts(ReservationStatus::all()),
+            ["pending", "active", "deleted", "error"]
+        );
+        assert_eq!(
+            texts(EventStatus::all()),
+            ["UNDONE", "IN_PROGRESS", "DONE", "ERROR"]
+        );
+        assert_eq!(
+            texts(EventType::all()),
+            ["start_lease", "before_end_lease", "end_lease"]
+        );
+        assert_eq!(texts(RunOutcome::all()), ["DONE", "ERROR", "RETRY"]);
+        assert_eq!(texts(BeforeEnd::all()), ["", "default", "snapshot"]);
+        assert!("active".parse::<LeaseStatus>().is_err(), "the case matters");
+        assert!("reboot".parse::<BeforeEnd>().is_err());
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::{
     db::{Db, WriteTxn},
     domain::{
         dates::{format_lease_date, truncate_to_second},
-        lease::{EventStatus, EventType, LeaseStatus, ReservationStatus},
+        lease::{BeforeEnd, EventStatus, EventType, LeaseStatus, ReservationStatus, RunOutcome},
     },
     failpoint,
     metrics::Metrics,
@@ -55,8 +55,6 @@ const BLOCKED_RETRY: Duration = Duration::from_millis(250);
 const BATCH: u64 = 200;
 /// Longest pause between two attempts of an event that Nova failed.
 const MAX_RETRY_BACKOFF: TimeDelta = TimeDelta::seconds(30);
-/// `event_runs.outcome` of an attempt that failed for now.
-pub const RETRY: &str = "RETRY";
 
 /// What one `run_due` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -231,7 +229,7 @@ impl ClaimKeeper {
                             Expr::value(clock.now() + ttl),
                         )
                         .filter(event::Column::Id.eq(&event_id))
-                        .filter(event::Column::Status.eq(EventStatus::InProgress.as_str()))
+                        .filter(event::Column::Status.eq(EventStatus::InProgress))
                         .filter(event::Column::ClaimedBy.eq(instance.as_str()))
                         .filter(event::Column::Attempts.eq(attempts))
                         .exec(&*txn)
@@ -340,7 +338,7 @@ impl Runner {
             if due.is_empty() {
                 break;
             }
-            due.sort_by_key(|e| (e.time, cross_lease_rank(&e.event_type), e.id.clone()));
+            due.sort_by_key(|e| (e.time, cross_lease_rank(e.event_type), e.id.clone()));
             let mut progressed = false;
             for e in due {
                 if self.stopping.load(Ordering::Relaxed) {
@@ -382,7 +380,7 @@ impl Runner {
     async fn due_events(&self, now: NaiveDateTime, limit: u64) -> Result<Vec<event::Model>, DbErr> {
         let conn = self.deps.db.conn();
         let mut due = event::Entity::find()
-            .filter(event::Column::Status.eq(EventStatus::Undone.as_str()))
+            .filter(event::Column::Status.eq(EventStatus::Undone))
             .filter(event::Column::Time.lte(now))
             .order_by_asc(event::Column::Time)
             .order_by_asc(event::Column::Id)
@@ -391,7 +389,7 @@ impl Runner {
             .await?;
         due.extend(
             event::Entity::find()
-                .filter(event::Column::Status.eq(EventStatus::InProgress.as_str()))
+                .filter(event::Column::Status.eq(EventStatus::InProgress))
                 .filter(event::Column::ClaimExpiresAt.lte(now))
                 .filter(event::Column::Time.lte(now))
                 .limit(limit)
@@ -405,13 +403,13 @@ impl Runner {
     pub async fn next_wakeup(&self) -> Result<Option<NaiveDateTime>, DbErr> {
         let conn = self.deps.db.conn();
         let undone = event::Entity::find()
-            .filter(event::Column::Status.eq(EventStatus::Undone.as_str()))
+            .filter(event::Column::Status.eq(EventStatus::Undone))
             .order_by_asc(event::Column::Time)
             .one(conn)
             .await?
             .map(|e| e.time);
         let claim = event::Entity::find()
-            .filter(event::Column::Status.eq(EventStatus::InProgress.as_str()))
+            .filter(event::Column::Status.eq(EventStatus::InProgress))
             .filter(event::Column::ClaimExpiresAt.is_not_null())
             .order_by_asc(event::Column::ClaimExpiresAt)
             .one(conn)
@@ -504,7 +502,7 @@ impl Runner {
         claimed: &Claimed,
         now: NaiveDateTime,
     ) -> Result<NaiveDateTime, DbErr> {
-        if claimed.ev.status != EventStatus::InProgress.as_str() {
+        if claimed.ev.status != EventStatus::InProgress {
             // The first attempt (UNDONE before this claim): nothing to look up.
             return Ok(now);
         }
@@ -529,7 +527,7 @@ impl Runner {
             .select_only()
             .column(event_run::Column::StartedAt)
             .filter(event_run::Column::EventId.eq(event_id))
-            .filter(event_run::Column::Outcome.eq(RETRY))
+            .filter(event_run::Column::Outcome.eq(RunOutcome::Retry))
             .order_by_asc(event_run::Column::StartedAt)
             .into_tuple::<NaiveDateTime>()
             .one(conn)
@@ -555,7 +553,7 @@ impl Runner {
         else {
             return Ok(Outcome::Skipped);
         };
-        if current.status != EventStatus::InProgress.as_str()
+        if current.status != EventStatus::InProgress
             || current.claimed_by.as_deref() != Some(self.deps.instance.as_str())
             || current.attempts != c.attempts
         {
@@ -591,13 +589,12 @@ impl Runner {
                 (
                     EventStatus::Error,
                     format!(
-                        "{} failed: {why} (retried for {} s)",
-                        kind.as_str(),
+                        "{kind} failed: {why} (retried for {} s)",
                         (finished - first).num_seconds()
                     ),
                 )
             }
-            Err(e) => (EventStatus::Error, format!("{} failed: {e}", kind.as_str())),
+            Err(e) => (EventStatus::Error, format!("{kind} failed: {e}")),
         };
 
         if c.deleting && outcome == EventStatus::Done {
@@ -618,14 +615,14 @@ impl Runner {
             && !work.reservations.is_empty()
         {
             reservation::Entity::update_many()
-                .col_expr(reservation::Column::Status, Expr::value(s.as_str()))
+                .col_expr(reservation::Column::Status, Expr::value(s))
                 .col_expr(reservation::Column::UpdatedAt, Expr::value(stamp))
                 .filter(reservation::Column::LeaseId.eq(&lease.id))
                 .exec(&*txn)
                 .await?;
         }
         let mut e = current.into_active_model();
-        e.status = Set(outcome.as_str().into());
+        e.status = Set(outcome);
         e.claim_expires_at = Set(None);
         e.done_at = Set(Some(finished));
         e.updated_at = Set(Some(stamp));
@@ -642,28 +639,33 @@ impl Runner {
         };
         let mut l = lease.clone().into_active_model();
         if let Some(s) = new_status {
-            l.status = Set(s.as_str().into());
+            l.status = Set(s);
         }
         l.action = Set(Some(action_name(kind).into()));
         l.status_reason = Set(Some(reason));
         l.updated_at = Set(Some(stamp));
         let lease_after = l.update(&*txn).await?;
-        self.audit(&txn, c, &lease.id, outcome.as_str(), started, finished)
+        let run = if outcome == EventStatus::Done {
+            RunOutcome::Done
+        } else {
+            RunOutcome::Error
+        };
+        self.audit(&txn, c, &lease.id, run, started, finished)
             .await?;
         txn.commit().await?;
-        self.count_run(c, outcome.as_str(), started);
+        self.count_run(c, run, started);
 
         let lateness_ms = (finished - c.ev.time).num_milliseconds();
         tracing::info!(
             lease_id = %lease.id,
-            event = kind.as_str(),
-            outcome = outcome.as_str(),
+            event = %kind,
+            outcome = %run,
             lateness_ms,
             took_ms = (finished - started).num_milliseconds(),
             "lease event run"
         );
         self.deps.notifier.emit(lease_payload(
-            &format!("lease.event.{}", kind.as_str()),
+            &format!("lease.event.{kind}"),
             &lease_after,
             Some(&ev_done),
             finished,
@@ -703,19 +705,26 @@ impl Runner {
         let mut l = lease.into_active_model();
         l.status_reason = Set(Some(format!(
             "{} is waiting for Nova (attempt {} failed; next at {}): {why}",
-            c.kind.as_str(),
+            c.kind,
             c.attempts,
             format_lease_date(next)
         )));
         l.updated_at = Set(Some(stamp));
         l.update(&*txn).await?;
-        self.audit(&txn, c, &c.ev.lease_id, RETRY, started, finished)
-            .await?;
+        self.audit(
+            &txn,
+            c,
+            &c.ev.lease_id,
+            RunOutcome::Retry,
+            started,
+            finished,
+        )
+        .await?;
         txn.commit().await?;
-        self.count_run(c, RETRY, started);
+        self.count_run(c, RunOutcome::Retry, started);
         tracing::warn!(
             lease_id = %c.ev.lease_id,
-            event = c.kind.as_str(),
+            event = %c.kind,
             attempt = c.attempts,
             next = %format_lease_date(next),
             error = %why,
@@ -735,15 +744,8 @@ impl Runner {
         started: NaiveDateTime,
         finished: NaiveDateTime,
     ) -> Result<Outcome, DbErr> {
-        self.audit(
-            &txn,
-            c,
-            &lease.id,
-            EventStatus::Done.as_str(),
-            started,
-            finished,
-        )
-        .await?;
+        self.audit(&txn, c, &lease.id, RunOutcome::Done, started, finished)
+            .await?;
         self.deps
             .leases
             .forget_lease(&txn, &lease.id, work.host_ids())
@@ -752,7 +754,7 @@ impl Runner {
             self.deps.leases.forget_bookings();
             return Err(e);
         }
-        self.count_run(c, EventStatus::Done.as_str(), started);
+        self.count_run(c, RunOutcome::Done, started);
         tracing::info!(lease_id = %lease.id, "lease deleted (its interrupted deletion finished)");
         self.deps
             .notifier
@@ -763,11 +765,11 @@ impl Runner {
 
     /// Counts a run once its audit row is committed (metrics agree with `event_runs`); its
     /// lateness is from the event's due time to the start of this attempt.
-    fn count_run(&self, c: &Claimed, outcome: &str, started: NaiveDateTime) {
+    fn count_run(&self, c: &Claimed, outcome: RunOutcome, started: NaiveDateTime) {
         let lateness = (started - c.ev.time).num_milliseconds() as f64 / 1000.0;
         self.deps
             .metrics
-            .observe_event_run(c.kind.as_str(), outcome, lateness);
+            .observe_event_run(&c.kind.to_string(), &outcome.to_string(), lateness);
     }
 
     async fn audit(
@@ -775,16 +777,16 @@ impl Runner {
         txn: &WriteTxn<'_>,
         c: &Claimed,
         lease_id: &str,
-        outcome: &str,
+        outcome: RunOutcome,
         started: NaiveDateTime,
         finished: NaiveDateTime,
     ) -> Result<(), DbErr> {
         event_run::ActiveModel {
             event_id: Set(c.ev.id.clone()),
             lease_id: Set(lease_id.to_string()),
-            event_type: Set(c.ev.event_type.clone()),
+            event_type: Set(c.ev.event_type),
             instance: Set(self.deps.instance.as_str().to_string()),
-            outcome: Set(outcome.into()),
+            outcome: Set(outcome),
             scheduled_at: Set(c.ev.time),
             started_at: Set(started),
             finished_at: Set(finished),
@@ -810,9 +812,9 @@ impl Runner {
         else {
             return Ok(None);
         };
-        let expired = ev.status == EventStatus::InProgress.as_str()
-            && ev.claim_expires_at.is_some_and(|t| t <= now);
-        if ev.time > now || !(ev.status == EventStatus::Undone.as_str() || expired) {
+        let expired =
+            ev.status == EventStatus::InProgress && ev.claim_expires_at.is_some_and(|t| t <= now);
+        if ev.time > now || !(ev.status == EventStatus::Undone || expired) {
             return Ok(None);
         }
         let Some(lease) = lease::Entity::find_by_id(ev.lease_id.clone())
@@ -821,10 +823,8 @@ impl Runner {
         else {
             return Ok(None);
         };
-        let Some(kind) = EventType::parse(&ev.event_type) else {
-            return Ok(None);
-        };
-        let status = LeaseStatus::parse(&lease.status).unwrap_or(LeaseStatus::Error);
+        let kind = ev.event_type;
+        let status = lease.status;
         // A deletion of a running lease claims its end event; if that deletion was interrupted
         // (the API process died), the end event's claim expires and we finish it.
         let deleting = kind == EventType::EndLease && status == LeaseStatus::Deleting && expired;
@@ -832,10 +832,7 @@ impl Runner {
             return Ok(None);
         }
         let claimed = event::Entity::update_many()
-            .col_expr(
-                event::Column::Status,
-                Expr::value(EventStatus::InProgress.as_str()),
-            )
+            .col_expr(event::Column::Status, Expr::value(EventStatus::InProgress))
             .col_expr(
                 event::Column::ClaimedBy,
                 Expr::value(self.deps.instance.as_str()),
@@ -847,7 +844,7 @@ impl Runner {
             )
             .col_expr(event::Column::Attempts, Expr::value(ev.attempts + 1))
             .filter(event::Column::Id.eq(&ev.id))
-            .filter(event::Column::Status.eq(&ev.status))
+            .filter(event::Column::Status.eq(ev.status))
             .filter(event::Column::Attempts.eq(ev.attempts))
             .exec(&*txn)
             .await?;
@@ -858,7 +855,7 @@ impl Runner {
             && !deleting
         {
             lease::Entity::update_many()
-                .col_expr(lease::Column::Status, Expr::value(s.as_str()))
+                .col_expr(lease::Column::Status, Expr::value(s))
                 .filter(lease::Column::Id.eq(&lease.id))
                 .exec(&*txn)
                 .await?;
@@ -908,11 +905,8 @@ impl Runner {
         let finished = |t: EventType| {
             siblings
                 .iter()
-                .filter(|s| s.event_type == t.as_str())
-                .all(|s| {
-                    s.status == EventStatus::Done.as_str()
-                        || s.status == EventStatus::Error.as_str()
-                })
+                .filter(|s| s.event_type == t)
+                .all(|s| matches!(s.status, EventStatus::Done | EventStatus::Error))
         };
         let predecessors_done = match kind {
             EventType::StartLease => true,
@@ -950,11 +944,13 @@ impl Runner {
                 EventType::StartLease => driver.assign(rh, log).await?,
                 EventType::EndLease => driver.release(rh, log).await?,
                 EventType::BeforeEndLease => {
-                    let action = if r.before_end == "default" {
-                        self.deps.default_before_end.as_str()
-                    } else {
-                        r.before_end.as_str()
+                    // "default" means what the operator configured (upstream's
+                    // `[physical:host] before_end`), checked at start-up to be "" or "snapshot".
+                    let action = match r.before_end {
+                        BeforeEnd::Default => self.deps.default_before_end.clone(),
+                        stored => stored.to_string(),
                     };
+                    let action = action.as_str();
                     driver.before_end(rh, action, since, log).await?;
                     actions.push(if action.is_empty() { "none" } else { action }.to_string());
                 }
@@ -1034,12 +1030,11 @@ impl Runner {
 }
 
 /// At equal times, leases ending go before leases starting (they free hosts for them).
-fn cross_lease_rank(kind: &str) -> u8 {
-    match EventType::parse(kind) {
-        Some(EventType::BeforeEndLease) => 0,
-        Some(EventType::EndLease) => 1,
-        Some(EventType::StartLease) => 2,
-        None => 3,
+fn cross_lease_rank(kind: EventType) -> u8 {
+    match kind {
+        EventType::BeforeEndLease => 0,
+        EventType::EndLease => 1,
+        EventType::StartLease => 2,
     }
 }
 

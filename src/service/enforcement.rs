@@ -27,7 +27,7 @@ use crate::{
         allocation::{Need, PlanError},
         dates::truncate_to_minute,
         filter::Filter,
-        lease::{self as rules, CurrentLease, LeaseChanges, LeaseRequest, LeaseStatus},
+        lease::{self as rules, CurrentLease, LeaseChanges, LeaseRequest},
     },
     enforcement::{Check, body},
     jobs::runner::Work,
@@ -124,7 +124,7 @@ impl Services {
         let current = CurrentLease {
             start: old.start_date,
             end: old.end_date,
-            status: LeaseStatus::parse(&old.status).unwrap_or(LeaseStatus::Error),
+            status: old.status,
         };
         rules::check_updatable(&old.id, &current, changes, now)?;
         let (start, end) = rules::plan_dates(&current, changes, now)?;
@@ -166,7 +166,7 @@ impl Services {
                             max: r.max as usize,
                             held: held.get(&r.id).unwrap_or(&empty),
                             replan: *replan,
-                            keep_held: r.status == rules::ReservationStatus::Active.as_str(),
+                            keep_held: r.status == rules::ReservationStatus::Active,
                         },
                     )
                 })

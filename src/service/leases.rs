@@ -57,9 +57,9 @@ pub struct LeaseDetail {
 pub struct EventSummary {
     pub id: String,
     pub lease_id: String,
-    pub event_type: String,
+    pub event_type: EventType,
     pub time: NaiveDateTime,
-    pub status: String,
+    pub status: EventStatus,
     pub created_at: NaiveDateTime,
     pub updated_at: Option<NaiveDateTime>,
 }
@@ -81,9 +81,9 @@ impl From<event::Model> for EventSummary {
 type EventRow = (
     String,
     String,
-    String,
+    EventType,
     NaiveDateTime,
-    String,
+    EventStatus,
     NaiveDateTime,
     Option<NaiveDateTime>,
 );
@@ -307,7 +307,7 @@ impl Services {
             trust_id: None,
             start_date: req.start,
             end_date: req.end,
-            status: LeaseStatus::Pending.as_str().into(),
+            status: LeaseStatus::Pending,
             action: None,
             status_reason: None,
             degraded: false,
@@ -324,12 +324,12 @@ impl Services {
                 position: i as i32,
                 resource_type: rules::PHYSICAL_HOST.into(),
                 resource_id: Uuid::new_v4().to_string(),
-                status: ReservationStatus::Pending.as_str().into(),
+                status: ReservationStatus::Pending,
                 min: r.min,
                 max: r.max,
                 hypervisor_properties: r.hypervisor_properties.clone(),
                 resource_properties: r.resource_properties.clone(),
-                before_end: r.before_end.clone(),
+                before_end: r.before_end,
                 missing_resources: false,
                 resources_changed: false,
                 created_at: stamp,
@@ -425,7 +425,7 @@ impl Services {
         let current = CurrentLease {
             start: old.start_date,
             end: old.end_date,
-            status: LeaseStatus::parse(&old.status).unwrap_or(LeaseStatus::Error),
+            status: old.status,
         };
         rules::check_updatable(&old.id, &current, &changes, now)?;
         let mut lease = old.clone().into_active_model();
@@ -502,7 +502,7 @@ impl Services {
                             max: r.max as usize,
                             held: held.get(r.id.as_str()).unwrap_or(&empty),
                             replan: *replan,
-                            keep_held: r.status == ReservationStatus::Active.as_str(),
+                            keep_held: r.status == ReservationStatus::Active,
                         },
                     )
                 })
@@ -544,7 +544,7 @@ impl Services {
                 }
                 // A running reservation hands its new hosts over, and takes its removed ones
                 // back, at once (after the commit: never inside the write transaction).
-                if r.status == ReservationStatus::Active.as_str()
+                if r.status == ReservationStatus::Active
                     && !(added.is_empty() && released.is_empty())
                 {
                     moves.push(HostMoves {
@@ -766,11 +766,11 @@ impl Services {
             .await?;
         let mut has_before_end = false;
         for e in events {
-            let kind = EventType::parse(&e.event_type);
+            let kind = e.event_type;
             let new_time = match kind {
-                Some(EventType::StartLease) => start,
-                Some(EventType::EndLease) => end,
-                Some(EventType::BeforeEndLease) => {
+                EventType::StartLease => start,
+                EventType::EndLease => end,
+                EventType::BeforeEndLease => {
                     has_before_end = true;
                     rules::moved_before_end_time(
                         e.time,
@@ -780,18 +780,17 @@ impl Services {
                         requested_before_end,
                     )
                 }
-                None => continue,
             };
             if new_time == e.time {
                 continue;
             }
-            let rearm = kind == Some(EventType::BeforeEndLease)
-                && e.status == EventStatus::Done.as_str()
+            let rearm = kind == EventType::BeforeEndLease
+                && e.status == EventStatus::Done
                 && new_time > now;
             let mut m = e.into_active_model();
             m.time = Set(new_time);
             if rearm {
-                m.status = Set(EventStatus::Undone.as_str().into());
+                m.status = Set(EventStatus::Undone);
             }
             m.updated_at = Set(Some(stamp));
             m.update(txn).await?;
@@ -838,12 +837,11 @@ impl Services {
         let lease = self.find_lease(&*txn, caller, id).await?;
         self.authorize_on("blazar:leases:delete", caller, &lease)?;
         self.check_lease_tag(&*txn, if_match, &lease).await?;
-        let status = LeaseStatus::parse(&lease.status).unwrap_or(LeaseStatus::Error);
-        if status.is_transitional() {
+        let status = lease.status;
+        if rules::is_transitional(status) {
             return Err(DomainError::InvalidStatus(format!(
-                "Lease {} is {}; retry when that operation has finished",
+                "Lease {} is {status}; retry when that operation has finished",
                 lease.id,
-                status.as_str()
             )));
         }
         let events = event::Entity::find()
@@ -851,7 +849,7 @@ impl Services {
             .all(&*txn)
             .await?;
         if let Some(busy) = events.iter().find(|e| {
-            e.status == EventStatus::InProgress.as_str()
+            e.status == EventStatus::InProgress
                 && e.claimed_by.is_some()
                 && e.claim_expires_at.is_some_and(|t| t > now)
         }) {
@@ -862,12 +860,10 @@ impl Services {
         }
         let running = reservation::Entity::find()
             .filter(reservation::Column::LeaseId.eq(&lease.id))
-            .filter(reservation::Column::Status.eq(ReservationStatus::Active.as_str()))
+            .filter(reservation::Column::Status.eq(ReservationStatus::Active))
             .count(&*txn)
             .await?;
-        let end = events
-            .iter()
-            .find(|e| e.event_type == EventType::EndLease.as_str());
+        let end = events.iter().find(|e| e.event_type == EventType::EndLease);
         let (Some(end), true) = (end, running > 0) else {
             // Nothing runs on the hosts: the rows go now (reservations, events and allocations
             // with them, ON DELETE CASCADE), and the hosts are free as soon as this commits.
@@ -889,10 +885,7 @@ impl Services {
 
         // A running lease: claim its end, as the runner would, so that nothing else runs it.
         let claimed = event::Entity::update_many()
-            .col_expr(
-                event::Column::Status,
-                Expr::value(EventStatus::InProgress.as_str()),
-            )
+            .col_expr(event::Column::Status, Expr::value(EventStatus::InProgress))
             .col_expr(
                 event::Column::ClaimedBy,
                 Expr::value(self.instance.as_str()),
@@ -917,10 +910,7 @@ impl Services {
         }
         let attempts = end.attempts + 1;
         lease::Entity::update_many()
-            .col_expr(
-                lease::Column::Status,
-                Expr::value(LeaseStatus::Deleting.as_str()),
-            )
+            .col_expr(lease::Column::Status, Expr::value(LeaseStatus::Deleting))
             .col_expr(
                 lease::Column::StatusReason,
                 Expr::value("Deleting: the hosts are being returned"),
@@ -988,10 +978,7 @@ impl Services {
             Err(e) => {
                 // Nothing is deleted: the lease and its end are as they were.
                 event::Entity::update_many()
-                    .col_expr(
-                        event::Column::Status,
-                        Expr::value(EventStatus::Undone.as_str()),
-                    )
+                    .col_expr(event::Column::Status, Expr::value(EventStatus::Undone))
                     .col_expr(
                         event::Column::ClaimedBy,
                         Expr::value(Option::<String>::None),
@@ -1005,7 +992,7 @@ impl Services {
                     .exec(&*txn)
                     .await?;
                 lease::Entity::update_many()
-                    .col_expr(lease::Column::Status, Expr::value(lease.status.clone()))
+                    .col_expr(lease::Column::Status, Expr::value(lease.status))
                     .col_expr(
                         lease::Column::StatusReason,
                         Expr::value(format!("Delete failed; the lease is unchanged: {e}")),
@@ -1121,8 +1108,8 @@ pub(crate) fn merge_reservations(
             if let Some(p) = &c.resource_properties {
                 next.resource_properties = p.clone();
             }
-            if let Some(b) = &c.before_end {
-                next.before_end = b.clone();
+            if let Some(b) = c.before_end {
+                next.before_end = b;
             }
         }
         rules::check_range(i, next.min, next.max)?;
@@ -1224,7 +1211,7 @@ pub(crate) async fn load_details(
         .into_iter()
         .map(|lease| {
             let mut evs = events.remove(&lease.id).unwrap_or_default();
-            evs.sort_by_key(|e| (event_rank(&e.event_type), e.time));
+            evs.sort_by_key(|e| (event_rank(e.event_type), e.time));
             LeaseDetail {
                 reservations: reservations.remove(&lease.id).unwrap_or_default(),
                 events: evs,
@@ -1235,12 +1222,11 @@ pub(crate) async fn load_details(
 }
 
 /// Upstream lists events in creation order: start, end, then before-end.
-fn event_rank(kind: &str) -> u8 {
-    match EventType::parse(kind) {
-        Some(EventType::StartLease) => 0,
-        Some(EventType::EndLease) => 1,
-        Some(EventType::BeforeEndLease) => 2,
-        None => 3,
+fn event_rank(kind: EventType) -> u8 {
+    match kind {
+        EventType::StartLease => 0,
+        EventType::EndLease => 1,
+        EventType::BeforeEndLease => 2,
     }
 }
 
@@ -1253,9 +1239,9 @@ fn new_event(
     event::Model {
         id: Uuid::new_v4().to_string(),
         lease_id: lease_id.to_string(),
-        event_type: kind.as_str().into(),
+        event_type: kind,
         time,
-        status: EventStatus::Undone.as_str().into(),
+        status: EventStatus::Undone,
         created_at: stamp,
         updated_at: None,
         claimed_by: None,

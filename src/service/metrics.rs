@@ -29,7 +29,7 @@ impl Services {
 }
 
 async fn read_gauges(conn: &impl ConnectionTrait, now: NaiveDateTime) -> Result<Gauges, DbErr> {
-    let counted: Vec<(String, i64)> = lease::Entity::find()
+    let counted: Vec<(LeaseStatus, i64)> = lease::Entity::find()
         .select_only()
         .column(lease::Column::Status)
         .column_as(lease::Column::Id.count(), "n")
@@ -37,14 +37,13 @@ async fn read_gauges(conn: &impl ConnectionTrait, now: NaiveDateTime) -> Result<
         .into_tuple()
         .all(conn)
         .await?;
-    let leases_by_status = LeaseStatus::ALL
-        .iter()
+    let leases_by_status = LeaseStatus::all()
         .map(|s| {
             let n = counted
                 .iter()
-                .find(|(c, _)| c == s.as_str())
+                .find(|(c, _)| *c == s)
                 .map_or(0, |(_, n)| *n as u64);
-            (s.as_str(), n)
+            (s, n)
         })
         .collect();
     let hosts_enrolled = host::Entity::find().count(conn).await?;
@@ -58,7 +57,7 @@ async fn read_gauges(conn: &impl ConnectionTrait, now: NaiveDateTime) -> Result<
         .count(conn)
         .await?;
     let events_due = event::Entity::find()
-        .filter(event::Column::Status.eq(EventStatus::Undone.as_str()))
+        .filter(event::Column::Status.eq(EventStatus::Undone))
         .filter(event::Column::Time.lte(now))
         .count(conn)
         .await?;

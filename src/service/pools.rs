@@ -10,7 +10,7 @@ use super::Services;
 use crate::domain::{
     DomainError,
     dates::truncate_to_second,
-    lease::{EventStatus, EventType, LeaseStatus},
+    lease::{self as rules, EventStatus, EventType, LeaseStatus},
     pools::{Expected, Running},
 };
 
@@ -50,12 +50,12 @@ impl Services {
             LeaseStatus::Active,
             LeaseStatus::Error,
         ];
-        let leases: Vec<(String, String, Option<String>)> = lease::Entity::find()
+        let leases: Vec<(String, LeaseStatus, Option<String>)> = lease::Entity::find()
             .select_only()
             .column(lease::Column::Id)
             .column(lease::Column::Status)
             .column(lease::Column::ProjectId)
-            .filter(lease::Column::Status.is_in(live.iter().map(|s| s.as_str())))
+            .filter(lease::Column::Status.is_in(live))
             .into_tuple()
             .all(&txn)
             .await?;
@@ -71,16 +71,19 @@ impl Services {
                 .column(event::Column::EventType)
                 .column(event::Column::Status)
                 .filter(event::Column::LeaseId.is_in(ids.clone()))
-                .into_tuple::<(String, String, String)>()
+                .into_tuple::<(String, EventType, EventStatus)>()
                 .all(&txn)
                 .await?
             {
-                let finished =
-                    status == EventStatus::Done.as_str() || status == EventStatus::Error.as_str();
-                if kind == EventType::StartLease.as_str() {
-                    started.insert(lease_id, status == EventStatus::Done.as_str());
-                } else if kind == EventType::EndLease.as_str() {
-                    ended.insert(lease_id, finished);
+                let finished = matches!(status, EventStatus::Done | EventStatus::Error);
+                match kind {
+                    EventType::StartLease => {
+                        started.insert(lease_id, status == EventStatus::Done);
+                    }
+                    EventType::EndLease => {
+                        ended.insert(lease_id, finished);
+                    }
+                    EventType::BeforeEndLease => {}
                 }
             }
             let mut by_lease: HashMap<String, Vec<(String, i64)>> = HashMap::new();
@@ -108,7 +111,7 @@ impl Services {
                 .all(&txn)
                 .await?;
             for (id, status, project) in chunk {
-                let busy = LeaseStatus::parse(status).is_none_or(LeaseStatus::is_transitional);
+                let busy = rules::is_transitional(*status);
                 let held = by_lease.remove(id).unwrap_or_default();
                 if busy {
                     unsettled.extend(held.iter().map(|(_, h)| *h));
@@ -141,7 +144,7 @@ impl Services {
             }
         }
         for chunk in pool_names.chunks(IN_CHUNK) {
-            let rows: Vec<(String, String, Option<String>)> = reservation::Entity::find()
+            let rows: Vec<(String, LeaseStatus, Option<String>)> = reservation::Entity::find()
                 .select_only()
                 .column(reservation::Column::Id)
                 .column(lease::Column::Status)
@@ -152,7 +155,7 @@ impl Services {
                 .all(&txn)
                 .await?;
             for (id, status, project) in rows {
-                if status == LeaseStatus::Pending.as_str() {
+                if status == LeaseStatus::Pending {
                     expected.pending.insert(id, project.unwrap_or_default());
                 }
             }

@@ -8,7 +8,10 @@ use blazar_server::jobs::driver::{
     ActionLog, DriverError, ReservationHosts, ResourceDriver, StandaloneDriver,
 };
 use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
-use entity::{driver_action, event, event_run, lease};
+use entity::{
+    driver_action, event, event_run, lease,
+    sea_orm_active_enums::{EventStatus, LeaseStatus},
+};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder,
@@ -58,7 +61,7 @@ async fn runs(app: &TestApp, lease_id: &str) -> Vec<(String, String)> {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.event_type, r.outcome))
+        .map(|r| (r.event_type.to_string(), r.outcome.to_string()))
         .collect()
 }
 
@@ -387,7 +390,7 @@ async fn several_due_events_run_in_order_after_downtime() {
         .map(|r| {
             (
                 if r.lease_id == a { "a" } else { "b" }.to_string(),
-                r.event_type,
+                r.event_type.to_string(),
             )
         })
         .collect();
@@ -507,7 +510,7 @@ async fn an_expired_claim_is_taken_over_and_run_once() {
         .unwrap()
         .unwrap();
     let mut e = start.into_active_model();
-    e.status = Set("IN_PROGRESS".into());
+    e.status = Set(EventStatus::InProgress);
     e.claimed_by = Set(Some("dead-runner".into()));
     e.claimed_at = Set(Some(at(1, 13, 0)));
     e.claim_expires_at = Set(Some(at(1, 13, 0) + TimeDelta::seconds(30)));
@@ -519,7 +522,7 @@ async fn an_expired_claim_is_taken_over_and_run_once() {
         .unwrap()
         .unwrap()
         .into_active_model();
-    l.status = Set("STARTING".into());
+    l.status = Set(LeaseStatus::Starting);
     l.update(db).await.unwrap();
     app.delete(&format!("/v1/leases/{id}"))
         .await

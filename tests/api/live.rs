@@ -48,7 +48,7 @@ async fn lateness_ms(app: &TestApp, lease_id: &str) -> Vec<(String, i64)> {
         .into_iter()
         .map(|e| {
             (
-                e.event_type,
+                e.event_type.to_string(),
                 (e.done_at.expect("done") - e.time).num_milliseconds(),
             )
         })
@@ -187,7 +187,7 @@ async fn lateness_ms_if_done(app: &TestApp, lease_id: &str) -> Vec<(String, i64)
         .into_iter()
         .filter_map(|e| {
             e.done_at
-                .map(|d| (e.event_type, (d - e.time).num_milliseconds()))
+                .map(|d| (e.event_type.to_string(), (d - e.time).num_milliseconds()))
         })
         .collect()
 }
