@@ -1,7 +1,8 @@
 //! Building the application: database, services, routes and the request pipeline, bound to a port.
 //!
 //! `Application::build` binds (port 0 in tests) and reports the bound address before serving, as in
-//! zero-to-production; `run` serves until the shutdown future resolves, then drains requests.
+//! zero-to-production; `run` serves until the shutdown future resolves, then stops every task
+//! through one [`Shutdown`] and drains deliveries in flight (docs/lifecycle.md, "Shutdown").
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -10,9 +11,6 @@ use poem::{
     listener::{Acceptor, Listener, TcpListener},
     middleware::CatchPanic,
 };
-
-use chrono::TimeDelta;
-use tokio::sync::watch;
 
 use crate::{
     api::{
@@ -38,7 +36,9 @@ use crate::{
     metrics::Metrics,
     nova::{self, driver::NovaDriver, facts::NovaFacts, sync::NovaSync},
     service::{HostFactSource, Services, StandaloneFacts},
+    shutdown::Shutdown,
 };
+use chrono::TimeDelta;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -189,6 +189,8 @@ pub struct Application {
     auth: Arc<dyn Authenticator>,
     runner: Arc<Runner>,
     nova_sync: Option<Arc<NovaSync>>,
+    /// The one stop signal every task of this application selects on.
+    shutdown: Shutdown,
 }
 
 impl Application {
@@ -221,6 +223,7 @@ impl Application {
         let db = open_database(&settings)
             .await?
             .with_metrics(metrics.clone());
+        let shutdown = Shutdown::new();
         let notifier = Notifier::start(
             settings.notify_urls.clone(),
             RetryPolicy {
@@ -228,6 +231,7 @@ impl Application {
                 first_backoff: Duration::from_millis(settings.notify_backoff_ms),
             },
             metrics.clone(),
+            shutdown.clone(),
         );
         let enforcement = Arc::new(Enforcement::from_settings(&settings)?);
         let repair = Arc::new(tokio::sync::Notify::new());
@@ -260,6 +264,7 @@ impl Application {
             repair,
             enforcement,
             metrics,
+            shutdown: shutdown.clone(),
         });
         let nova_sync = pools.map(|p| Arc::new(NovaSync::new(services.clone(), p)));
         if let Some(sync) = &nova_sync {
@@ -277,6 +282,7 @@ impl Application {
             retry_deadline: TimeDelta::seconds(settings.nova_retry_deadline_seconds as i64),
             default_before_end: settings.default_before_end_action.clone(),
             leases: Arc::new(services.clone()) as Arc<dyn LeaseEnd>,
+            shutdown: shutdown.clone(),
         }));
         let (addr, acceptor) = bind(&settings.bind).await?;
         let metrics = match &settings.metrics_bind {
@@ -291,6 +297,7 @@ impl Application {
             auth,
             runner,
             nova_sync,
+            shutdown,
         })
     }
 
@@ -317,55 +324,75 @@ impl Application {
         self.nova_sync.clone()
     }
 
-    /// Serves (and, unless disabled, runs lease events) until `shutdown` resolves; then requests
-    /// in flight get up to 30 s to finish and the runner stops between two events.
+    /// Serves (and, unless disabled, runs lease events) until `shutdown` resolves; then stops
+    /// in this order: the listeners stop accepting and requests in flight get up to 30 s (the
+    /// metrics listener 5 s); the runner finishes the event it is running, Nova polling its poll,
+    /// the change listener at once; last, webhook deliveries and `on-end` posts still queued or
+    /// in flight get `shutdown_drain_seconds`, and what is left is dropped and counted in a log
+    /// line. Producers stop before the drain starts, so that their last notifications are in it.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, runner = self.services.settings.runner, "serving");
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let metrics_server = self.metrics.map(|(addr, acceptor)| {
+        let stop = self.shutdown.clone();
+        let mut tasks = Vec::new();
+        if let Some((addr, acceptor)) = self.metrics {
             tracing::info!(%addr, "serving metrics");
-            let mut stop = stop_rx.clone();
-            tokio::spawn(
-                Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-                    metrics_routes(self.services.clone(), self.auth.clone()),
-                    async move {
-                        let _ = stop.changed().await;
-                    },
-                    Some(Duration::from_secs(5)),
-                ),
-            )
-        });
-        let runner = self.services.settings.runner.then(|| {
+            let stop = stop.clone();
+            let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+                metrics_routes(self.services.clone(), self.auth.clone()),
+                async move { stop.triggered().await },
+                Some(Duration::from_secs(5)),
+            );
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            }));
+        }
+        if self.services.settings.runner {
             if self.services.db.backend() == sea_orm::DbBackend::Postgres {
-                tokio::spawn(self.runner.clone().listen_for_changes(stop_rx.clone()));
+                tasks.push(tokio::spawn(self.runner.clone().listen_for_changes()));
             }
             // Background work runs where the runner runs (not on API-only instances).
             if let Some(sync) = &self.nova_sync {
-                tokio::spawn(sync.clone().run(stop_rx.clone()));
+                tasks.push(tokio::spawn(sync.clone().run(stop.clone())));
             }
-            tokio::spawn(self.runner.clone().run(stop_rx))
-        });
-        let stopping = self.runner.clone();
+            tasks.push(tokio::spawn(self.runner.clone().run()));
+        }
+        let drain = Duration::from_secs(self.services.settings.shutdown_drain_seconds);
+        let trigger = stop.clone();
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 routes(self.services, self.auth),
                 async move {
                     shutdown.await;
-                    // The runner finishes the event it is running and stops before the next.
-                    stopping.stop();
-                    let _ = stop_tx.send(true);
+                    trigger.trigger();
                 },
                 Some(Duration::from_secs(30)),
             )
             .await;
-        if let Some(task) = runner {
+        // The server may also end on its own (an accept error): the tasks stop with it.
+        stop.trigger();
+        for task in tasks {
             let _ = task.await;
         }
-        if let Some(task) = metrics_server {
-            let _ = task.await;
+        let pending = stop.pending();
+        if pending > 0 {
+            tracing::info!(
+                pending,
+                ?drain,
+                "draining webhook deliveries and on-end posts"
+            );
+        }
+        let dropped = stop.drain(drain).await;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                ?drain,
+                "webhook deliveries and on-end posts not finished in time were dropped"
+            );
         }
         result
     }

@@ -131,6 +131,9 @@ pub struct Settings {
     /// How long an `Idempotency-Key` of a create is remembered (and its response replayed), in
     /// seconds; older keys are purged.
     pub idempotency_key_ttl_seconds: u64,
+    /// At exit, how long webhook deliveries and `on-end` posts queued or in flight are waited
+    /// for before they are dropped (docs/lifecycle.md).
+    pub shutdown_drain_seconds: u64,
 }
 
 impl Default for Settings {
@@ -196,6 +199,7 @@ impl Default for Settings {
             metrics_enabled: true,
             metrics_bind: None,
             idempotency_key_ttl_seconds: 86_400,
+            shutdown_drain_seconds: 5,
         }
     }
 }
@@ -423,6 +427,9 @@ pub struct SettingsLayer {
     /// Seconds an Idempotency-Key of a create is remembered [default: 86400]
     #[arg(long, global = true, env = "BLAZAR_IDEMPOTENCY_KEY_TTL_SECONDS")]
     pub idempotency_key_ttl_seconds: Option<u64>,
+    /// Seconds to wait at exit for webhook deliveries and on-end posts [default: 5]
+    #[arg(long, global = true, env = "BLAZAR_SHUTDOWN_DRAIN_SECONDS")]
+    pub shutdown_drain_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -535,6 +542,7 @@ impl Settings {
             external_service_token,
             external_service_timeout_seconds
         );
+        take!(shutdown_drain_seconds);
     }
 
     /// Checks the values that would otherwise fail later, deep inside a request.

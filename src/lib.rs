@@ -16,6 +16,8 @@
 //! - [`enforcement`] holds upstream's usage enforcement filters: the longest lease and the
 //!   external service that may refuse creates and updates.
 //! - [`clock`] is the only place that reads the wall clock; [`config`] the layered settings.
+//! - [`shutdown`] is the one stop signal that every long-lived task selects on, and the bounded
+//!   drain of webhook deliveries and `on-end` posts at exit.
 //! - [`metrics`] is the Prometheus registry that the pipeline, the runner, the write turn and the
 //!   notifier count in, served at `/metrics`.
 
@@ -32,3 +34,4 @@ pub mod jobs;
 pub mod metrics;
 pub mod nova;
 pub mod service;
+pub mod shutdown;

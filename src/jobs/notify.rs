@@ -4,6 +4,9 @@
 //! `emit` never blocks: payloads go to a bounded queue that a background task drains, delivering
 //! each to each URL with retries and exponential backoff. When the queue is full the payload is
 //! dropped with a warning rather than slowing the API or the runner down.
+//!
+//! Each queued payload and each delivery in flight is tracked by the process's [`Shutdown`]: at
+//! exit they are drained for `shutdown_drain_seconds`, then abandoned (docs/lifecycle.md).
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -13,7 +16,10 @@ use std::{
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    shutdown::{Shutdown, Tracked},
+};
 
 const QUEUE: usize = 10_000;
 const PARALLEL_DELIVERIES: usize = 16;
@@ -27,8 +33,9 @@ pub struct RetryPolicy {
 
 #[derive(Clone, Default)]
 pub struct Notifier {
-    tx: Option<mpsc::Sender<Value>>,
+    tx: Option<mpsc::Sender<(Value, Tracked)>>,
     metrics: Arc<Metrics>,
+    shutdown: Shutdown,
 }
 
 impl Notifier {
@@ -37,13 +44,22 @@ impl Notifier {
         Self::default()
     }
 
-    /// Starts the delivery task, counting deliveries in `metrics`; must be called inside a
-    /// tokio runtime.
-    pub fn start(urls: Vec<String>, policy: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+    /// Starts the delivery task, counting deliveries in `metrics`; it runs until `shutdown`
+    /// abandons what is left. Must be called inside a tokio runtime.
+    pub fn start(
+        urls: Vec<String>,
+        policy: RetryPolicy,
+        metrics: Arc<Metrics>,
+        shutdown: Shutdown,
+    ) -> Self {
         if urls.is_empty() {
-            return Self { tx: None, metrics };
+            return Self {
+                tx: None,
+                metrics,
+                shutdown,
+            };
         }
-        let (tx, mut rx) = mpsc::channel::<Value>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(Value, Tracked)>(QUEUE);
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -51,37 +67,45 @@ impl Notifier {
         let urls: Arc<[String]> = urls.into();
         let slots = Arc::new(Semaphore::new(PARALLEL_DELIVERIES));
         let counted = metrics.clone();
-        tokio::spawn(async move {
-            while let Some(payload) = rx.recv().await {
+        let stop = shutdown.clone();
+        // Not stopped by the stop signal: what is queued then is still delivered, until the
+        // drain gives up (and the payloads left in the queue drop with it, uncounting them).
+        tokio::spawn(stop.clone().unless_abandoned(async move {
+            while let Some((payload, queued)) = rx.recv().await {
                 let body = Arc::new(payload.to_string());
                 for url in urls.iter() {
                     let Ok(slot) = slots.clone().acquire_owned().await else {
                         return;
                     };
+                    // Tracked before the queued payload's guard drops, so the count never
+                    // reads zero while this payload still has URLs to go.
+                    let in_flight = stop.track();
                     let (client, url, body) = (client.clone(), url.clone(), body.clone());
                     let metrics = counted.clone();
-                    tokio::spawn(async move {
+                    tokio::spawn(stop.clone().unless_abandoned(async move {
                         let d = deliver(&client, &url, &body, policy).await;
                         let w = &metrics.webhooks;
                         w.attempt_failures
                             .fetch_add(d.failed_attempts.into(), Ordering::Relaxed);
                         if d.delivered { &w.delivered } else { &w.failed }
                             .fetch_add(1, Ordering::Relaxed);
-                        drop(slot);
-                    });
+                        drop((slot, in_flight));
+                    }));
                 }
+                drop(queued);
             }
-        });
+        }));
         Self {
             tx: Some(tx),
             metrics,
+            shutdown,
         }
     }
 
     /// Queues a notification; never waits.
     pub fn emit(&self, payload: Value) {
         if let Some(tx) = &self.tx
-            && let Err(e) = tx.try_send(payload)
+            && let Err(e) = tx.try_send((payload, self.shutdown.track()))
         {
             self.metrics
                 .webhooks

@@ -16,20 +16,9 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
-
-use chrono::{NaiveDateTime, TimeDelta};
-use entity::{allocation, driver_action, event, event_run, host, lease, reservation};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
-};
-use tokio::sync::watch;
 
 use super::{
     bell::Bell,
@@ -45,6 +34,13 @@ use crate::{
     },
     failpoint,
     metrics::Metrics,
+    shutdown::Shutdown,
+};
+use chrono::{NaiveDateTime, TimeDelta};
+use entity::{allocation, driver_action, event, event_run, host, lease, reservation};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 
 /// Longest sleep between two looks at the events table (other instances may have written).
@@ -310,19 +306,18 @@ pub(crate) struct RunnerDeps {
     /// What a reservation's `default` before-end action means (`default_before_end_action`).
     pub default_before_end: String,
     pub leases: Arc<dyn LeaseEnd>,
+    /// The process's stop signal: the loop and `run_due` stop between two events once it is
+    /// triggered.
+    pub shutdown: Shutdown,
 }
 
 pub struct Runner {
     deps: RunnerDeps,
-    stopping: AtomicBool,
 }
 
 impl Runner {
     pub(crate) fn new(deps: RunnerDeps) -> Self {
-        Self {
-            deps,
-            stopping: AtomicBool::new(false),
-        }
+        Self { deps }
     }
 
     /// Runs every event due at `now`, in order, until none can make progress.
@@ -330,7 +325,7 @@ impl Runner {
         let mut report = RunReport::default();
         let mut skipped: HashSet<String> = HashSet::new();
         loop {
-            if self.stopping.load(Ordering::Relaxed) {
+            if self.deps.shutdown.is_triggered() {
                 break;
             }
             let mut due = self.due_events(now, BATCH + skipped.len() as u64).await?;
@@ -341,7 +336,7 @@ impl Runner {
             due.sort_by_key(|e| (e.time, cross_lease_rank(e.event_type), e.id.clone()));
             let mut progressed = false;
             for e in due {
-                if self.stopping.load(Ordering::Relaxed) {
+                if self.deps.shutdown.is_triggered() {
                     break;
                 }
                 match self.run_event(&e.id, now).await? {
@@ -421,9 +416,9 @@ impl Runner {
         })
     }
 
-    /// The background loop, until `shutdown` turns true. Events missed while the server was down
-    /// run at once.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// The background loop, until the stop signal: the event running then finishes, the next
+    /// does not start. Events missed while the server was down run at once.
+    pub async fn run(self: Arc<Self>) {
         tracing::info!(instance = %self.deps.instance.as_str(), "lease runner started");
         let bell = &self.deps.bell;
         loop {
@@ -461,10 +456,9 @@ impl Runner {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = bell.rung() => {}
-                _ = shutdown.changed() => {}
+                _ = self.deps.shutdown.triggered() => {}
             }
-            if *shutdown.borrow() {
-                self.stopping.store(true, Ordering::Relaxed);
+            if self.deps.shutdown.is_triggered() {
                 break;
             }
         }
@@ -987,7 +981,17 @@ impl Runner {
 
     /// On PostgreSQL: rings this instance's bell whenever another instance announces a lease
     /// change, so that an event created elsewhere runs here on time. Reconnects after errors.
-    pub async fn listen_for_changes(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Ends at the stop signal, wherever it waits (connecting, reconnecting or listening):
+    /// nothing it does needs finishing.
+    pub async fn listen_for_changes(self: Arc<Self>) {
+        let shutdown = self.deps.shutdown.clone();
+        tokio::select! {
+            _ = self.listen() => {}
+            _ = shutdown.triggered() => {}
+        }
+    }
+
+    async fn listen(&self) {
         use sea_orm::sqlx::postgres::PgListener;
         let pool = self.deps.db.conn().get_postgres_connection_pool().clone();
         loop {
@@ -1007,25 +1011,17 @@ impl Runner {
                 }
             };
             loop {
-                tokio::select! {
-                    n = listener.recv() => match n {
-                        Ok(_) => self.deps.bell.ring(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "lease change listener lost; reconnecting");
-                            break;
-                        }
-                    },
-                    _ = shutdown.changed() => return,
+                match listener.recv().await {
+                    Ok(_) => self.deps.bell.ring(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease change listener lost; reconnecting");
+                        break;
+                    }
                 }
             }
             // Changes announced while disconnected: look at the table again.
             self.deps.bell.ring();
         }
-    }
-
-    /// Asks the loop to stop between events.
-    pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
     }
 }
 

@@ -21,9 +21,6 @@ use std::{
     time::Duration,
 };
 
-use chrono::NaiveDateTime;
-use tokio::sync::watch;
-
 use super::{
     client::{Aggregate, NovaError},
     pool::{Change, Pools},
@@ -31,7 +28,9 @@ use super::{
 use crate::{
     domain::pools::{Pool, PoolNames, Repair, plan},
     service::Services,
+    shutdown::Shutdown,
 };
+use chrono::NaiveDateTime;
 
 /// What one reconciliation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -271,8 +270,17 @@ impl NovaSync {
     }
 
     /// Reconciles at start and every `reconcile_interval_seconds` (sooner when rung), polls
-    /// health every `health_interval_seconds`, until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// health every `health_interval_seconds`, until the stop signal. A poll running then is
+    /// cancelled where it waits, as exit did before: it changes only what the next start's
+    /// reconciliation repairs, and waiting for Nova would hold exit up to its timeouts.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        tokio::select! {
+            _ = self.poll() => {}
+            _ = shutdown.triggered() => {}
+        }
+    }
+
+    async fn poll(&self) {
         let settings = self.services.settings.clone();
         let every = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         let reconcile_every = every(settings.reconcile_interval_seconds);
@@ -307,10 +315,6 @@ impl NovaSync {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     next_reconcile = tokio::time::Instant::now();
                 }
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                break;
             }
         }
     }

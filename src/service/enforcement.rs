@@ -233,7 +233,7 @@ impl Services {
 
     /// After a lease's end has run (or a lease that had not ended is deleted): `on-end` to the
     /// external service, from a task of its own with the webhooks' retries. It never waits for
-    /// the service and never fails the caller.
+    /// the service and never fails the caller; at exit, the post is drained with the webhooks.
     pub(crate) fn announce_end(self: &Arc<Self>, work: &Work) {
         if !self.enforcement.announces_end() {
             return;
@@ -246,7 +246,8 @@ impl Services {
             .iter()
             .map(|(r, hs)| (r.clone(), hs.iter().map(|h| h.id).collect()))
             .collect();
-        tokio::spawn(async move {
+        let tracked = self.shutdown.track();
+        tokio::spawn(self.shutdown.clone().unless_abandoned(async move {
             let records = match svc.end_hosts(&hosts).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -271,7 +272,8 @@ impl Services {
                 ),
             });
             svc.enforcement.deliver_on_end(&lease.id, &doc).await;
-        });
+            drop(tracked);
+        }));
     }
 
     async fn end_hosts(

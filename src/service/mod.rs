@@ -72,6 +72,8 @@ pub struct Services {
     pub enforcement: Arc<crate::enforcement::Enforcement>,
     /// The Prometheus registry (requests, events, write turns, webhooks).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The process's stop signal: `on-end` posts are tracked by it, to be drained at exit.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 /// The runner's handle on lease operations: deleting a lease whose interrupted deletion it
