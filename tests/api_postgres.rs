@@ -35,3 +35,5 @@ mod paging;
 mod policy;
 #[path = "api/preconditions.rs"]
 mod preconditions;
+#[path = "api/shutdown.rs"]
+mod shutdown;

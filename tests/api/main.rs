@@ -20,3 +20,4 @@ mod notifications;
 mod paging;
 mod policy;
 mod preconditions;
+mod shutdown;

@@ -123,7 +123,10 @@ pub struct TestApp {
     /// Reconciliation and health polling, in nova mode.
     pub nova_sync: Option<Arc<NovaSync>>,
     _dir: tempfile::TempDir,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    /// Resolves the app's shutdown future when sent or dropped (the test's end).
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// `Application::run`, to see when it returns.
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _pg: Option<PgDatabase>,
 }
 
@@ -260,7 +263,7 @@ async fn spawn_clocked(
     let services = app.services();
     let runner = app.runner();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run(async {
+    let running = tokio::spawn(app.run(async {
         let _ = rx.await;
     }));
     TestApp {
@@ -271,12 +274,22 @@ async fn spawn_clocked(
         runner,
         nova_sync,
         _dir: dir,
-        _shutdown: tx,
+        shutdown: Some(tx),
+        running: Some(running),
         _pg: pg,
     }
 }
 
 impl TestApp {
+    /// Stops the app as SIGTERM does and waits for `run` to return; returns how long that took.
+    pub async fn stop(&mut self) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        drop(self.shutdown.take());
+        let running = self.running.take().expect("the app runs");
+        running.await.unwrap().unwrap();
+        started.elapsed()
+    }
+
     /// Runs the events due at the manual clock's time.
     pub async fn run_due(&self) -> blazar_server::jobs::runner::RunReport {
         self.runner
