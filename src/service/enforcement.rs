@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::{
     Services,
-    leases::{load_details, merge_reservations, plan_error, plan_in},
+    leases::{join_from, load_details, merge_reservations, plan_error, plan_in, update_needs},
     placement::{self, HostRecord},
 };
 use crate::{
@@ -25,7 +25,6 @@ use crate::{
     domain::{
         DomainError,
         allocation::{Need, PlanError},
-        dates::truncate_to_minute,
         filter::Filter,
         lease::{self as rules, CurrentLease, LeaseChanges, LeaseRequest},
     },
@@ -149,29 +148,10 @@ impl Services {
         }
         let empty = Vec::new();
         let next_hosts: Vec<Vec<i64>> = if merged.iter().any(|(_, _, replan)| *replan) {
-            let join_from = if old.start_date <= now {
-                start.max(truncate_to_minute(now))
-            } else {
-                start
-            };
+            let join_from = join_from(old.start_date, start, now);
             self.placement.refresh_for_read(&txn, now).await?;
-            let needs: Vec<(&Filter, Need<'_>)> = merged
-                .iter()
-                .map(|(r, filter, replan)| {
-                    (
-                        filter,
-                        Need {
-                            matching: &[],
-                            min: r.min as usize,
-                            max: r.max as usize,
-                            held: held.get(&r.id).unwrap_or(&empty),
-                            replan: *replan,
-                            keep_held: r.status == rules::ReservationStatus::Active,
-                        },
-                    )
-                })
-                .collect();
-            let bounds: Vec<(i32, i32)> = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();
+            let (needs, bounds) =
+                update_needs(&merged, |id| held.get(id).map_or(&[][..], Vec::as_slice));
             self.placement
                 .with(|w| plan_in(w, &needs, (join_from, end), Some(&old.id), now))
                 .map_err(|err| plan_error(err, &bounds, join_from, end))?

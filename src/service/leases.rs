@@ -479,35 +479,15 @@ impl Services {
                 .push(a.host_id);
         }
         let empty = Vec::new();
-        // A host joining a lease that has started joins it from now, not from its start.
         let started = old.start_date <= now;
-        let join_from = if started {
-            start.max(truncate_to_minute(now))
-        } else {
-            start
-        };
+        let join_from = join_from(old.start_date, start, now);
         let mut moves: Vec<HostMoves> = Vec::new();
         let bookings_change = merged.iter().any(|(_, _, replan)| *replan)
             || start != old.start_date
             || end != old.end_date;
         if merged.iter().any(|(_, _, replan)| *replan) {
-            let needs: Vec<(&Filter, Need<'_>)> = merged
-                .iter()
-                .map(|(r, filter, replan)| {
-                    (
-                        filter,
-                        Need {
-                            matching: &[],
-                            min: r.min as usize,
-                            max: r.max as usize,
-                            held: held.get(r.id.as_str()).unwrap_or(&empty),
-                            replan: *replan,
-                            keep_held: r.status == ReservationStatus::Active,
-                        },
-                    )
-                })
-                .collect();
-            let bounds: Vec<(i32, i32)> = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();
+            let (needs, bounds) =
+                update_needs(&merged, |id| held.get(id).map_or(&[][..], Vec::as_slice));
             let chosen = self
                 .choose_hosts(&txn, now, (join_from, end), Some(&old.id), &needs, &bounds)
                 .await?;
@@ -1123,6 +1103,49 @@ pub(crate) fn merge_reservations(
     }
 
     Ok(merged)
+}
+
+/// When hosts chosen in an update join the lease: a host joining a lease that has started joins
+/// it from now, not from its start.
+pub(crate) fn join_from(
+    old_start: NaiveDateTime,
+    start: NaiveDateTime,
+    now: NaiveDateTime,
+) -> NaiveDateTime {
+    if old_start <= now {
+        start.max(truncate_to_minute(now))
+    } else {
+        start
+    }
+}
+
+/// A reservation's filter and what host choice needs for it.
+pub(crate) type FilterNeed<'a> = (&'a Filter, Need<'a>);
+
+/// What host choice needs for each merged reservation of an update (running ones keep their
+/// hosts), and the reservations' (min, max); `held` gives the hosts a reservation holds now.
+pub(crate) fn update_needs<'a>(
+    merged: &'a [Merged],
+    held: impl Fn(&str) -> &'a [i64],
+) -> (Vec<FilterNeed<'a>>, Vec<(i32, i32)>) {
+    let needs = merged
+        .iter()
+        .map(|(r, filter, replan)| {
+            (
+                filter,
+                Need {
+                    matching: &[],
+                    min: r.min as usize,
+                    max: r.max as usize,
+                    held: held(&r.id),
+                    replan: *replan,
+                    keep_held: r.status == ReservationStatus::Active,
+                },
+            )
+        })
+        .collect();
+    let bounds = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();
+    (needs, bounds)
 }
 
 /// Hosts that joined (`added`) and left (`released`) a running reservation in an update.
