@@ -2,7 +2,10 @@
 //! measures each operation at several concurrencies, and prints a table (and JSON) with the server's
 //! peak RSS. See docs/performance.md.
 
+mod burst;
 mod server;
+mod targets;
+mod upstream;
 mod workload;
 
 use std::{
@@ -45,6 +48,9 @@ enum Cmd {
         #[arg(long, default_value = "info")]
         log_filter: String,
     },
+    /// Upstream Blazar 18 and blazar-server side by side: the same driver and workload against
+    /// each in one run, and the ratios (docs/performance.md).
+    Upstream(upstream::UpstreamArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -81,12 +87,16 @@ struct RunArgs {
     #[arg(long, default_value_t = 8)]
     load_concurrency: usize,
     /// Rows to measure (comma-separated): create_1pct, create_50pct, show, list_page, list_1000,
-    /// update, delete, host_list [default: all].
+    /// update, delete, host_list, availability, start_burst [default: all].
     #[arg(long, value_delimiter = ',')]
     ops: Option<Vec<String>>,
     /// Leases of the project listed by the "list 1,000" row (part of --leases).
     #[arg(long, default_value_t = 1000)]
     list_leases: usize,
+    /// Leases of the start burst: all start in the same minute, and the row reads how late their
+    /// start events ran (at most a quarter of the hosts, so that they are free); 0: none.
+    #[arg(long, default_value_t = 1000)]
+    burst: usize,
     /// Seed of the generated data (same seed, same data set).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -265,6 +275,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Cmd::Upstream(args)) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            match rt.block_on(upstream::side_by_side(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("blazar-bench upstream: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             // The load generator is one thread: it stays off the server's cores as far as it can
             // on a small machine, and 8 requests in flight need no more.
@@ -306,12 +329,15 @@ fn cpu_model() -> String {
         .unwrap_or_default()
 }
 
+/// The `--ops` name of the start burst (not an `OpKind`: it is one measurement, not a row).
+const BURST_KEY: &str = "start_burst";
+
 async fn bench(args: RunArgs) -> Result<(), String> {
     let selected: Vec<OpKind> = match &args.ops {
         None => OpKind::MEASURED.to_vec(),
         Some(keys) => {
             let mut out = Vec::new();
-            for k in keys {
+            for k in keys.iter().filter(|k| k.trim() != BURST_KEY) {
                 match OpKind::MEASURED.iter().find(|o| o.key() == k.trim()) {
                     Some(o) => out.push(*o),
                     None => return Err(format!("unknown op {k:?} in --ops")),
@@ -607,6 +633,20 @@ async fn measure(
             .await?;
         }
     }
+    // Last, so that its running leases disturb no other row.
+    let burst_wanted = args
+        .ops
+        .as_ref()
+        .is_none_or(|ops| ops.iter().any(|k| k.trim() == BURST_KEY));
+    let burst_n = args.burst.min(data.hosts / 4);
+    let burst = if burst_wanted && burst_n > 0 {
+        eprintln!("start burst: {burst_n} leases starting in the same minute ...");
+        let b = burst::run(&api, db.url(), burst_n, args.load_concurrency).await?;
+        eprint!("{}", b.report());
+        Some(b)
+    } else {
+        None
+    };
     let (peak_kib, rss_kib) = server.memory_kib();
     let db_at_end = db.size_bytes().await;
     machine["loadavg_at_end"] = json!(loadavg());
@@ -684,6 +724,17 @@ async fn measure(
     if let (Some(a), Some(b)) = (bytes_mib(db_after_load), bytes_mib(db_at_end)) {
         text += &format!("database size: {a:.1} MiB after loading, {b:.1} MiB at the end\n");
     }
+    if let Some(b) = &burst {
+        text += &b.report();
+    }
+    let (targets_text, targets_json) = targets::judge(&targets::RunFigures {
+        rows: &rows,
+        peak_rss_kib: peak_kib,
+        burst: burst.as_ref(),
+        hosts: data.hosts,
+        leases: loaded.len(),
+    });
+    text += &targets_text;
     let doc = json!({
         "backend": backend,
         "hosts": data.hosts,
@@ -704,6 +755,8 @@ async fn measure(
         "server_rss_at_end_kib": rss_kib,
         "db_bytes_after_load": db_after_load,
         "db_bytes_at_end": db_at_end,
+        "start_burst": burst.as_ref().map(burst::BurstResult::to_json),
+        "targets": targets_json,
     });
     Ok((text, doc))
 }
