@@ -136,18 +136,6 @@ impl From<DomainError> for ApiError {
             // Upstream answers both enforcement refusals with 400.
             E::MaxLeaseDuration { .. } | E::ExternalServiceDenied(_) => StatusCode::BAD_REQUEST,
         };
-        // PostgreSQL's exclusion constraint caught a double booking the service did not (it
-        // cannot happen while writers are serialized, but the answer must still be right).
-        if let E::Database(db) = &err
-            && db.to_string().contains("allocations_no_overlap")
-        {
-            return Self::new(
-                StatusCode::CONFLICT,
-                "NotEnoughHostsAvailable",
-                "Not enough hosts available: a host was booked by another request at the same \
-                 time; retry",
-            );
-        }
         // Nova's own words say what to do (wait, fix the host in Nova); nothing of ours leaks.
         if let E::NovaUnavailable(_) | E::NovaRefused(_) = &err {
             tracing::warn!(error = %err, "Nova failed a request");
