@@ -487,3 +487,86 @@ pub mod ops {
         GetReadiness: PROBE + NOT_READY;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_errors_get_their_status_here_and_only_a_401_its_challenge() {
+        let challenge = || Some("Keystone uri=\"http://ks:5000/v3\"".to_string());
+        let e =
+            ApiError::from(AuthError::Unauthenticated("no token".into())).challenged(challenge());
+        assert_eq!(
+            (e.status, e.body.error_name.as_str()),
+            (StatusCode::UNAUTHORIZED, "Unauthorized")
+        );
+        assert_eq!(e.challenge, challenge());
+        let e = ApiError::from(AuthError::BadHeader("bad".into())).challenged(challenge());
+        assert_eq!(
+            (e.status, e.body.error_name.as_str()),
+            (StatusCode::BAD_REQUEST, "BadRequest")
+        );
+        assert_eq!(e.challenge, None);
+        let e = ApiError::from(AuthError::Unavailable("down".into())).challenged(challenge());
+        assert_eq!(
+            (e.status, e.body.error_name.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+        );
+        assert_eq!(e.challenge, None);
+    }
+
+    /// The rules the per-operation sets follow, read back from the served spec.
+    #[test]
+    fn each_operation_documents_the_answers_it_can_give() {
+        let spec: serde_json::Value =
+            serde_json::from_str(&crate::api::openapi().spec()).expect("the spec is JSON");
+        let mut seen = 0;
+        for (path, ops) in spec["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                let id = op["operationId"].as_str().expect("operationId");
+                let has = |s: &str| op["responses"].get(s).is_some();
+                let v1 = path.starts_with("/v1/");
+                let body = op.get("requestBody").is_some();
+                let guarded = v1
+                    && ["put", "delete"].contains(&method.as_str())
+                    && (path.starts_with("/v1/leases/") || path.starts_with("/v1/os-hosts/{"));
+                let create =
+                    method == "post" && ["/v1/leases", "/v1/os-hosts"].contains(&path.as_str());
+                for s in ["401", "403", "500", "503"] {
+                    assert_eq!(
+                        has(s),
+                        v1 || (id == "getReadiness" && s == "503"),
+                        "{id} {s}"
+                    );
+                }
+                assert_eq!(
+                    has("400") && has("406"),
+                    v1 || path == "/" || path == "/versions",
+                    "{id}"
+                );
+                assert_eq!(
+                    has("413") && has("415"),
+                    body,
+                    "{id}: 413/415 only with a body"
+                );
+                assert_eq!(!(has("413") || has("415")), !body, "{id}");
+                assert_eq!(has("422"), create, "{id}: 422 only for POST lease/host");
+                assert_eq!(
+                    has("412"),
+                    guarded,
+                    "{id}: 412 only for PUT/DELETE lease/host"
+                );
+                assert!(!has("405"), "{id}: a 405 is no operation's answer");
+                if has("502") {
+                    assert!(
+                        ["createHost", "deleteHost", "deleteLease"].contains(&id),
+                        "{id}"
+                    );
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 20, "only {seen} operations");
+    }
+}
