@@ -8,7 +8,7 @@ use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 
 use super::{
     ApiTags,
-    error::ApiResult,
+    error::{OpResult, ops},
     leases::LeaseCreateDoc,
     types::{FastJson, Nullable, RawBody},
 };
@@ -261,7 +261,7 @@ impl CapacityApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         body: Json<RawBody<LeaseCreateDoc>>,
-    ) -> ApiResult<FastJson<PlanEnvelope>> {
+    ) -> OpResult<FastJson<PlanEnvelope>, ops::PlanLease> {
         let plan = svc.plan_lease(&caller, &body.0.object).await?;
         Ok(FastJson(PlanEnvelope { plan: plan.into() }))
     }
@@ -298,7 +298,7 @@ impl CapacityApi {
         before: Query<Option<String>>,
         /// Most windows (default 5, at most 100).
         limit: Query<Option<i64>>,
-    ) -> ApiResult<FastJson<AvailabilityView>> {
+    ) -> OpResult<FastJson<AvailabilityView>, ops::FindAvailability> {
         let windows = svc
             .find_availability(
                 &caller,
@@ -342,7 +342,7 @@ impl CapacityApi {
         after: Query<Option<String>>,
         /// End of the range (default after + 7 days).
         before: Query<Option<String>>,
-    ) -> ApiResult<FastJson<CalendarEnvelope>> {
+    ) -> OpResult<FastJson<CalendarEnvelope>, ops::GetCalendar> {
         let calendar = svc
             .calendar(
                 &caller,

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
-use super::{ApiTags, error::ApiResult};
+use super::{
+    ApiTags,
+    error::{OpResult, ops},
+};
 use crate::{domain::dates::format_lease_date, service::Services};
 
 #[derive(Debug, Object)]
@@ -64,7 +67,10 @@ impl HealthApi {
     ///
     /// 503 when the database cannot be reached or has migrations pending.
     #[oai(path = "/readyz", method = "get", operation_id = "getReadiness")]
-    async fn ready(&self, svc: Data<&Arc<Services>>) -> ApiResult<Json<Readiness>> {
+    async fn ready(
+        &self,
+        svc: Data<&Arc<Services>>,
+    ) -> OpResult<Json<Readiness>, ops::GetReadiness> {
         let (database, migrations) = svc.readiness().await?;
         Ok(Json(Readiness {
             status: "ready".into(),

@@ -13,7 +13,7 @@ use poem_openapi::{
 use super::{
     ApiTags,
     conditional::{self, Rendered},
-    error::ApiResult,
+    error::{OpResult, ops},
     paging::{self, PageLink},
     types::{FactInt, FastJson, Nullable, RawBody},
 };
@@ -386,7 +386,7 @@ impl HostsApi {
         limit: Query<Option<i64>>,
         /// Id of the last host of the previous page.
         marker: Query<Option<String>>,
-    ) -> ApiResult<FastJson<HostList>> {
+    ) -> OpResult<FastJson<HostList>, ops::ListHosts> {
         let page = paging::request(&svc, limit.0, marker.0)?;
         let hosts = svc.list_hosts(&caller, &page).await?;
         Ok(FastJson(HostList {
@@ -407,7 +407,7 @@ impl HostsApi {
         /// with another body it is 422. 1 to 255 visible ASCII characters, e.g. a UUID.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
-    ) -> ApiResult<HostCreated> {
+    ) -> OpResult<HostCreated, ops::CreateHost> {
         let once = conditional::idempotency_key(idempotency_key.0)?.map(|key| Once {
             key,
             status: 202,
@@ -444,7 +444,7 @@ impl HostsApi {
         limit: Query<Option<i64>>,
         /// Id of the last host of the previous page.
         marker: Query<Option<String>>,
-    ) -> ApiResult<FastJson<AllocationList>> {
+    ) -> OpResult<FastJson<AllocationList>, ops::ListHostAllocations> {
         let query = AllocationQuery {
             lease_id: lease_id.0,
             reservation_id: reservation_id.0,
@@ -471,7 +471,7 @@ impl HostsApi {
         detail: Query<Option<String>>,
         /// `True` includes private properties (admins only).
         all: Query<Option<String>>,
-    ) -> ApiResult<Json<PropertyList>> {
+    ) -> OpResult<Json<PropertyList>, ops::ListHostProperties> {
         let detail = flag(detail.0);
         let props = svc.list_properties(&caller, detail, flag(all.0)).await?;
         Ok(Json(PropertyList {
@@ -498,7 +498,7 @@ impl HostsApi {
         caller: Data<&Caller>,
         property_name: Path<String>,
         body: Json<RawBody<PropertyUpdateDoc>>,
-    ) -> ApiResult<Json<PropertyEnvelope>> {
+    ) -> OpResult<Json<PropertyEnvelope>, ops::UpdateHostProperty> {
         let p = svc
             .update_property(&caller, &property_name, &body.0.object)
             .await?;
@@ -528,7 +528,7 @@ impl HostsApi {
         /// Entity tags of copies the client has: if one matches, the answer is 304.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
-    ) -> ApiResult<HostShown> {
+    ) -> OpResult<HostShown, ops::GetHost> {
         let host = svc.get_host(&caller, &host_id).await?;
         let etag = host.etag();
         if conditional::not_modified(if_none_match.0, &etag)? {
@@ -556,7 +556,7 @@ impl HostsApi {
         /// nothing changes.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-    ) -> ApiResult<HostAccepted> {
+    ) -> OpResult<HostAccepted, ops::UpdateHost> {
         let if_match = conditional::condition("If-Match", if_match.0)?;
         let host = svc
             .update_host(&caller, &host_id, &body.0.object, if_match.as_ref())
@@ -585,7 +585,7 @@ impl HostsApi {
         /// nothing changes.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-    ) -> ApiResult<HostDeleted> {
+    ) -> OpResult<HostDeleted, ops::DeleteHost> {
         let if_match = conditional::condition("If-Match", if_match.0)?;
         svc.delete_host(&caller, &host_id, if_match).await?;
         Ok(HostDeleted::NoContent)
@@ -605,7 +605,7 @@ impl HostsApi {
         host_id: Path<String>,
         lease_id: Query<Option<String>>,
         reservation_id: Query<Option<String>>,
-    ) -> ApiResult<Json<AllocationEnvelope>> {
+    ) -> OpResult<Json<AllocationEnvelope>, ops::GetHostAllocation> {
         let query = AllocationQuery {
             lease_id: lease_id.0,
             reservation_id: reservation_id.0,

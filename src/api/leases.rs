@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{
     ApiTags,
     conditional::{self, Rendered},
-    error::ApiResult,
+    error::{OpResult, ops},
     paging::{self, PageLink},
     types::{Count, FastJson, Nullable, RawBody},
 };
@@ -324,7 +324,7 @@ impl LeasesApi {
         limit: Query<Option<i64>>,
         /// Id of the last lease of the previous page.
         marker: Query<Option<String>>,
-    ) -> ApiResult<FastJson<LeaseList>> {
+    ) -> OpResult<FastJson<LeaseList>, ops::ListLeases> {
         let page = paging::request(&svc, limit.0, marker.0)?;
         let leases = svc
             .list_leases(&caller, project_id.0.as_deref(), &page)
@@ -350,7 +350,7 @@ impl LeasesApi {
         /// with another body it is 422. 1 to 255 visible ASCII characters, e.g. a UUID.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
-    ) -> ApiResult<LeaseCreated> {
+    ) -> OpResult<LeaseCreated, ops::CreateLease> {
         let once = conditional::idempotency_key(idempotency_key.0)?.map(|key| Once {
             key,
             status: 202,
@@ -377,7 +377,7 @@ impl LeasesApi {
         /// Entity tags of copies the client has: if one matches, the answer is 304.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
-    ) -> ApiResult<LeaseShown> {
+    ) -> OpResult<LeaseShown, ops::GetLease> {
         let lease = svc.get_lease(&caller, &lease_id).await?;
         let etag = lease.etag();
         if conditional::not_modified(if_none_match.0, &etag)? {
@@ -408,7 +408,7 @@ impl LeasesApi {
         /// nothing changes.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-    ) -> ApiResult<LeaseAccepted> {
+    ) -> OpResult<LeaseAccepted, ops::UpdateLease> {
         let if_match = conditional::condition("If-Match", if_match.0)?;
         let lease = svc
             .update_lease(&caller, &lease_id, &body.0.object, if_match.as_ref())
@@ -439,7 +439,7 @@ impl LeasesApi {
         /// nothing changes.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-    ) -> ApiResult<LeaseDeleted> {
+    ) -> OpResult<LeaseDeleted, ops::DeleteLease> {
         let if_match = conditional::condition("If-Match", if_match.0)?;
         svc.delete_lease(&caller, &lease_id, if_match).await?;
         Ok(LeaseDeleted::NoContent)

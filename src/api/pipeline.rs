@@ -13,11 +13,8 @@ use poem::{
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
-use super::error::ApiError;
-use crate::{
-    auth::{AuthError, Authenticator},
-    metrics::Metrics,
-};
+use super::error::{ApiError, Refusal};
+use crate::{auth::Authenticator, metrics::Metrics};
 
 pub const REQUEST_ID_HEADER: &str = "x-openstack-request-id";
 const API_VERSION_HEADER: &str = "openstack-api-version";
@@ -216,20 +213,11 @@ impl Pipeline {
             check_accept(req.headers())?;
         }
         if path == "/v1" || path.starts_with("/v1/") {
-            let caller = self.auth.authenticate(req.headers()).await.map_err(|e| {
-                let (status, name) = match &e {
-                    AuthError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
-                    AuthError::BadHeader(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
-                    AuthError::Unavailable(_) => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
-                    }
-                };
-                let mut err = ApiError::new(status, name, e.to_string());
-                if status == StatusCode::UNAUTHORIZED {
-                    err.challenge = self.auth.challenge();
-                }
-                err
-            })?;
+            let caller = self
+                .auth
+                .authenticate(req.headers())
+                .await
+                .map_err(|e| ApiError::from(e).challenged(self.auth.challenge()))?;
             req.extensions_mut().insert(caller);
         }
         if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
@@ -240,15 +228,12 @@ impl Pipeline {
 
     /// Body rules: at most `max_body_bytes`; JSON by Content-Type or `.json` suffix (415 otherwise);
     /// well-formed (400); an object (400). An empty body counts as `{}`, as upstream.
-    async fn check_body(&self, req: &mut Request, suffix: bool) -> Result<(), ApiError> {
+    async fn check_body(&self, req: &mut Request, suffix: bool) -> Result<(), Refusal> {
         let too_large = || {
-            ApiError::from_status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "The request body is larger than the limit of {} bytes",
-                    self.max_body_bytes
-                ),
-            )
+            Refusal::TooLarge(format!(
+                "The request body is larger than the limit of {} bytes",
+                self.max_body_bytes
+            ))
         };
         let declared = req
             .headers()
@@ -272,10 +257,7 @@ impl Pipeline {
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| {
-                ApiError::from_status(
-                    StatusCode::BAD_REQUEST,
-                    format!("Could not read the request body: {e}"),
-                )
+                Refusal::UnreadableBody(format!("Could not read the request body: {e}"))
             })?;
         if bytes.len() > self.max_body_bytes {
             if drain_after_refusal {
@@ -293,33 +275,22 @@ impl Pipeline {
                     .get(header::CONTENT_TYPE)
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                 if !ct.as_deref().is_some_and(is_json_media_type) {
-                    return Err(ApiError::from_status(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        format!(
-                            "Content type {} isn't supported: send the body as application/json \
-                             or add .json to the URL",
-                            ct.map(|c| format!("'{}'", c.chars().take(80).collect::<String>()))
-                                .unwrap_or_else(|| "(none)".into())
-                        ),
-                    ));
+                    return Err(Refusal::UnsupportedMediaType(format!(
+                        "Content type {} isn't supported: send the body as application/json \
+                         or add .json to the URL",
+                        ct.map(|c| format!("'{}'", c.chars().take(80).collect::<String>()))
+                            .unwrap_or_else(|| "(none)".into())
+                    )));
                 }
             }
             let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "MalformedRequestBody",
-                    format!("The request body is not valid JSON: {e}"),
-                )
+                Refusal::MalformedBody(format!("The request body is not valid JSON: {e}"))
             })?;
             if !value.is_object() {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "MalformedRequestBody",
-                    format!(
-                        "The request body must be a JSON object, not {}",
-                        crate::domain::input::json_kind(&value)
-                    ),
-                ));
+                return Err(Refusal::MalformedBody(format!(
+                    "The request body must be a JSON object, not {}",
+                    crate::domain::input::json_kind(&value)
+                )));
             }
             bytes
         };
@@ -363,7 +334,7 @@ fn is_json_media_type(ct: &str) -> bool {
 }
 
 /// `/v1/leases.json` -> `/v1/leases`; `/v1/os-hosts/.json` -> `/v1/os-hosts` (upstream's form).
-fn strip_json_suffix(req: &mut Request, path: &str) -> Result<bool, ApiError> {
+fn strip_json_suffix(req: &mut Request, path: &str) -> Result<bool, Refusal> {
     let Some(stem) = path.strip_suffix(".json") else {
         return Ok(false);
     };
@@ -378,14 +349,14 @@ fn strip_json_suffix(req: &mut Request, path: &str) -> Result<bool, ApiError> {
         Some(q) => format!("{stem}?{q}"),
         None => stem.to_string(),
     };
-    *req.uri_mut() = new.parse::<Uri>().map_err(|_| {
-        ApiError::from_status(StatusCode::BAD_REQUEST, "The request URL is malformed")
-    })?;
+    *req.uri_mut() = new
+        .parse::<Uri>()
+        .map_err(|_| Refusal::MalformedUrl("The request URL is malformed".into()))?;
     Ok(true)
 }
 
 /// `OpenStack-API-Version: reservation 1.0` (or `latest`) is the only version there is.
-fn check_api_version(headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_api_version(headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(v) = headers.get(API_VERSION_HEADER) else {
         return Ok(());
     };
@@ -404,30 +375,21 @@ fn check_api_version(headers: &HeaderMap) -> Result<(), ApiError> {
         .split_once('.')
         .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok());
     if well_formed {
-        Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "UnsupportedVersion",
-            // Upstream's text.
-            format!(
-                "Version {version} is not supported by the API. Minimum is 1.0 and maximum is \
-                 1.0."
-            ),
-        ))
+        // Upstream's text.
+        Err(Refusal::UnsupportedVersion(format!(
+            "Version {version} is not supported by the API. Minimum is 1.0 and maximum is 1.0."
+        )))
     } else {
-        Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "MalformedVersion",
-            // Upstream's text, then which header.
-            format!(
-                "API Version String {version} is of invalid format. Must be of format \
-                 MajorNum.MinorNum. (OpenStack-API-Version: reservation {version})"
-            ),
-        ))
+        // Upstream's text, then which header.
+        Err(Refusal::MalformedVersion(format!(
+            "API Version String {version} is of invalid format. Must be of format \
+             MajorNum.MinorNum. (OpenStack-API-Version: reservation {version})"
+        )))
     }
 }
 
 /// No Accept header is fine (upstream fails on it); one that excludes JSON gets 406.
-fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_accept(headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(accept) = headers.get(header::ACCEPT) else {
         return Ok(());
     };
@@ -449,13 +411,10 @@ fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::from_status(
-            StatusCode::NOT_ACCEPTABLE,
-            format!(
-                "Only application/json responses are available; the Accept header asks for '{}'",
-                accept.chars().take(100).collect::<String>()
-            ),
-        ))
+        Err(Refusal::NotAcceptable(format!(
+            "Only application/json responses are available; the Accept header asks for '{}'",
+            accept.chars().take(100).collect::<String>()
+        )))
     }
 }
 
@@ -538,10 +497,10 @@ mod tests {
         );
         let e = check_api_version(&headers(&[("openstack-api-version", "reservation 2.0")]))
             .unwrap_err();
-        assert_eq!(e.status, StatusCode::NOT_ACCEPTABLE);
+        assert_eq!(ApiError::from(e).status, StatusCode::NOT_ACCEPTABLE);
         let e =
             check_api_version(&headers(&[("openstack-api-version", "reservation x")])).unwrap_err();
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::from(e).status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, payload::Json};
 
-use super::{ApiTags, error::ApiResult};
+use super::{
+    ApiTags,
+    error::{OpResult, ops},
+};
 use crate::{
     auth::Caller,
     domain::lease::{BeforeEnd, PHYSICAL_HOST},
@@ -67,7 +70,7 @@ impl PluginsApi {
         &self,
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
-    ) -> ApiResult<Json<PluginList>> {
+    ) -> OpResult<Json<PluginList>, ops::ListPlugins> {
         let s = svc.plugin_settings(&caller)?;
         Ok(Json(PluginList {
             plugins: vec![PluginView {

@@ -3,7 +3,10 @@
 use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
-use super::ApiTags;
+use super::{
+    ApiTags,
+    error::{OpResult, ops},
+};
 
 #[derive(Debug, Object)]
 #[oai(rename = "Link")]
@@ -62,13 +65,13 @@ fn versions(req: &Request) -> VersionsResponse {
 impl VersionsApi {
     /// List API versions
     #[oai(path = "/", method = "get", operation_id = "listVersions")]
-    async fn root(&self, req: &Request) -> VersionsResponse {
-        versions(req)
+    async fn root(&self, req: &Request) -> OpResult<VersionsResponse, ops::ListVersions> {
+        Ok(versions(req))
     }
 
     /// List API versions (alias of `/`)
     #[oai(path = "/versions", method = "get", operation_id = "listVersionsAlias")]
-    async fn versions(&self, req: &Request) -> VersionsResponse {
-        versions(req)
+    async fn versions(&self, req: &Request) -> OpResult<VersionsResponse, ops::ListVersionsAlias> {
+        Ok(versions(req))
     }
 }

@@ -18,16 +18,16 @@ pub struct Caller {
     pub roles: Vec<String>,
 }
 
-/// Why a request has no caller.
+/// Why a request has no caller. `api::error` gives each its HTTP status, as for every error.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// 401: missing, invalid, expired or revoked token.
+    /// A missing, invalid, expired or revoked token.
     #[error("{0}")]
     Unauthenticated(String),
-    /// 400: a malformed identity header.
+    /// A malformed identity header.
     #[error("{0}")]
     BadHeader(String),
-    /// 503: the identity service cannot be reached.
+    /// The identity service cannot be reached.
     #[error("{0}")]
     Unavailable(String),
 }

@@ -113,9 +113,10 @@ pub enum DomainError {
     #[error("{0}")]
     PreconditionFailed(String),
 
-    /// The database failed; the message is logged, never shown.
+    /// The database failed (`service::error` translates its errors): the text is logged, never
+    /// shown.
     #[error("database error: {0}")]
-    Database(#[from] sea_orm::DbErr),
+    Database(String),
     /// The service cannot serve now (database down, migrations pending): 503.
     #[error("{0}")]
     Unavailable(String),

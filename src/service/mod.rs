@@ -5,6 +5,7 @@
 
 pub mod capacity;
 pub mod enforcement;
+pub mod error;
 pub mod etag;
 pub mod facts;
 pub mod hosts;
@@ -32,18 +33,8 @@ use crate::{
     },
 };
 
+pub use error::driver_failure;
 pub use facts::{HostFactSource, StandaloneFacts};
-
-/// A driver's failure as the API answers it: 503 (retry later), 409 (the host holds servers)
-/// or 502 (Nova refused), each with Nova's words.
-pub fn driver_failure(e: crate::jobs::driver::DriverError) -> crate::domain::DomainError {
-    use crate::{domain::DomainError, jobs::driver::DriverError};
-    match e {
-        DriverError::Unavailable(m) => DomainError::NovaUnavailable(m),
-        DriverError::Conflict(m) => DomainError::HostHavingServers(m),
-        DriverError::Failed(m) => DomainError::NovaRefused(m),
-    }
-}
 
 /// Everything an operation needs: the database, the clock, the settings, the host fact source,
 /// the resource driver, the notifier, and the bell that wakes the event runner.
