@@ -12,6 +12,7 @@ pub mod host;
 pub mod idempotency;
 pub mod input;
 pub mod lease;
+pub mod lifecycle;
 pub mod page;
 pub mod pools;
 pub mod precondition;

@@ -27,6 +27,7 @@ use crate::{
         allocation::{Need, PlanError},
         filter::Filter,
         lease::{self as rules, CurrentLease, LeaseChanges, LeaseRequest},
+        lifecycle,
     },
     enforcement::{Check, body},
     jobs::runner::Work,
@@ -125,7 +126,7 @@ impl Services {
             end: old.end_date,
             status: old.status,
         };
-        rules::check_updatable(&old.id, &current, changes, now)?;
+        lifecycle::check_updatable(&old.id, &current, changes, now)?;
         let (start, end) = rules::plan_dates(&current, changes, now)?;
         if start != old.start_date || end != old.end_date {
             // Before the service is asked: a lease too long is refused without a call.

@@ -32,6 +32,7 @@ use crate::domain::{
     filter::Filter,
     input::{Object, echo},
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
+    lifecycle,
     page::{Page, PageRequest, marker_not_found},
     precondition::Precondition,
 };
@@ -40,7 +41,7 @@ use crate::{
     jobs::{
         driver::{ActionLog, HostRef, ReservationHosts},
         notify::lease_payload,
-        runner::{ClaimKeeper, Work, host_refs, load_work},
+        runner::{ClaimKeeper, Work, event_state, host_refs, load_work},
     },
 };
 
@@ -427,7 +428,7 @@ impl Services {
             end: old.end_date,
             status: old.status,
         };
-        rules::check_updatable(&old.id, &current, &changes, now)?;
+        lifecycle::check_updatable(&old.id, &current, &changes, now)?;
         let mut lease = old.clone().into_active_model();
         if let Some(name) = &changes.name {
             lease.name = Set(name.clone());
@@ -818,21 +819,15 @@ impl Services {
         self.authorize_on("blazar:leases:delete", caller, &lease)?;
         self.check_lease_tag(&*txn, if_match, &lease).await?;
         let status = lease.status;
-        if rules::is_transitional(status) {
-            return Err(DomainError::InvalidStatus(format!(
-                "Lease {} is {status}; retry when that operation has finished",
-                lease.id,
-            )));
-        }
+        lifecycle::check_deletable(&lease.id, status)?;
         let events = event::Entity::find()
             .filter(event::Column::LeaseId.eq(&lease.id))
             .all(&*txn)
             .await?;
-        if let Some(busy) = events.iter().find(|e| {
-            e.status == EventStatus::InProgress
-                && e.claimed_by.is_some()
-                && e.claim_expires_at.is_some_and(|t| t > now)
-        }) {
+        if let Some(busy) = events
+            .iter()
+            .find(|e| lifecycle::claim_is_live(&event_state(e), now))
+        {
             return Err(DomainError::InvalidStatus(format!(
                 "Lease {}: its {} event is running; retry when it has finished",
                 lease.id, busy.event_type
