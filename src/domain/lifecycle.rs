@@ -313,115 +313,46 @@ mod tests {
     fn an_event_waits_for_its_predecessors() {
         use EventStatus::*;
         use EventType::*;
-        let lease = |s: EventStatus, b: EventStatus| {
-            vec![(StartLease, s), (BeforeEndLease, b), (EndLease, Undone)]
-        };
-        assert!(ready(
-            StartLease,
-            LeaseStatus::Pending,
-            Claimable::Due,
-            &lease(Undone, Undone)
-        ));
-        assert!(!ready(
-            BeforeEndLease,
-            LeaseStatus::Active,
-            Claimable::Due,
-            &lease(Undone, Undone)
-        ));
-        assert!(!ready(
-            BeforeEndLease,
-            LeaseStatus::Active,
-            Claimable::Due,
-            &lease(InProgress, Undone)
-        ));
-        assert!(ready(
-            BeforeEndLease,
-            LeaseStatus::Active,
-            Claimable::Due,
-            &lease(Done, Undone)
-        ));
-        assert!(ready(
-            BeforeEndLease,
-            LeaseStatus::Error,
-            Claimable::Due,
-            &lease(Error, Undone)
-        ));
-        assert!(!ready(
-            EndLease,
-            LeaseStatus::Active,
-            Claimable::Due,
-            &lease(Done, InProgress)
-        ));
-        assert!(ready(
-            EndLease,
-            LeaseStatus::Active,
-            Claimable::Due,
-            &lease(Done, Error)
-        ));
+        let lease = |s, b| vec![(StartLease, s), (BeforeEndLease, b), (EndLease, Undone)];
         // A lease without a before-end event ends once it has started.
-        assert!(ready(
-            EndLease,
-            LeaseStatus::Active,
-            Claimable::Due,
-            &[(StartLease, Done), (EndLease, Undone)]
-        ));
+        let no_before_end = vec![(StartLease, Done), (EndLease, Undone)];
+        // (event, lease status, the lease's events, ready)
+        #[rustfmt::skip]
+        let table = [
+            (StartLease, LeaseStatus::Pending, lease(Undone, Undone), true),
+            (BeforeEndLease, LeaseStatus::Active, lease(Undone, Undone), false),
+            (BeforeEndLease, LeaseStatus::Active, lease(InProgress, Undone), false),
+            (BeforeEndLease, LeaseStatus::Active, lease(Done, Undone), true),
+            (BeforeEndLease, LeaseStatus::Error, lease(Error, Undone), true),
+            (EndLease, LeaseStatus::Active, lease(Done, InProgress), false),
+            (EndLease, LeaseStatus::Active, lease(Done, Error), true),
+            (EndLease, LeaseStatus::Active, no_before_end, true),
+        ];
+        for (kind, status, siblings, want) in table {
+            assert_eq!(
+                ready(kind, status, Claimable::Due, &siblings),
+                want,
+                "{kind} from {status} with {siblings:?}"
+            );
+        }
     }
 
     /// Each event × success or failure → the lease's, the reservations' and the event's status.
     #[test]
     fn what_each_outcome_does_to_the_statuses() {
+        use EventStatus as E;
         use EventType::*;
         use LeaseStatus as L;
         use ReservationStatus as R;
+        // One row per event and outcome: a table reads best as one.
+        #[rustfmt::skip]
         let table = [
-            (
-                StartLease,
-                true,
-                EventStatus::Done,
-                Some(L::Active),
-                Some(R::Active),
-                "START",
-            ),
-            (
-                BeforeEndLease,
-                true,
-                EventStatus::Done,
-                None,
-                None,
-                "BEFORE_END",
-            ),
-            (
-                EndLease,
-                true,
-                EventStatus::Done,
-                Some(L::Terminated),
-                Some(R::Deleted),
-                "END",
-            ),
-            (
-                StartLease,
-                false,
-                EventStatus::Error,
-                Some(L::Error),
-                Some(R::Error),
-                "START",
-            ),
-            (
-                BeforeEndLease,
-                false,
-                EventStatus::Error,
-                Some(L::Error),
-                Some(R::Error),
-                "BEFORE_END",
-            ),
-            (
-                EndLease,
-                false,
-                EventStatus::Error,
-                Some(L::Error),
-                Some(R::Error),
-                "END",
-            ),
+            (StartLease, true, E::Done, Some(L::Active), Some(R::Active), "START"),
+            (BeforeEndLease, true, E::Done, None, None, "BEFORE_END"),
+            (EndLease, true, E::Done, Some(L::Terminated), Some(R::Deleted), "END"),
+            (StartLease, false, E::Error, Some(L::Error), Some(R::Error), "START"),
+            (BeforeEndLease, false, E::Error, Some(L::Error), Some(R::Error), "BEFORE_END"),
+            (EndLease, false, E::Error, Some(L::Error), Some(R::Error), "END"),
         ];
         for (kind, done, event, lease, reservations, action) in table {
             assert_eq!(
@@ -561,7 +492,7 @@ mod tests {
 
     #[test]
     fn due_events_run_by_time_then_ends_before_starts() {
-        let mut due = vec![
+        let mut due = [
             (at(5), EventType::StartLease, "a"),
             (at(5), EventType::EndLease, "b"),
             (at(4), EventType::StartLease, "c"),

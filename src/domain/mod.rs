@@ -14,7 +14,9 @@ pub mod input;
 pub mod lease;
 pub mod lifecycle;
 pub mod page;
+pub mod placement;
 pub mod pools;
 pub mod precondition;
+pub mod update;
 
 pub use error::DomainError;

@@ -261,17 +261,14 @@ impl ClaimKeeper {
 #[async_trait::async_trait]
 pub(crate) trait LeaseEnd: Send + Sync {
     /// Deletes the lease's rows (with its reservations, events and allocations) in `txn`, and
-    /// the bookings of its hosts `booked` from the placement copy.
+    /// the bookings of its hosts `booked` from the placement copy, and commits `txn` (if that
+    /// fails, the copy is reloaded before its next use).
     async fn forget_lease(
         &self,
-        txn: &WriteTxn<'_>,
+        txn: WriteTxn<'_>,
         lease_id: &str,
         booked: Vec<i64>,
     ) -> Result<(), DbErr>;
-
-    /// A commit after [`LeaseEnd::forget_lease`] failed: the placement copy may describe what
-    /// never was, so it is reloaded before its next use.
-    fn forget_bookings(&self);
 
     /// After a lease's end has run (or a lease has gone): usage enforcement's `on-end`, from a
     /// task of its own; never waits and never fails.
@@ -727,12 +724,8 @@ impl Runner {
             .await?;
         self.deps
             .leases
-            .forget_lease(&txn, &lease.id, work.host_ids())
+            .forget_lease(txn, &lease.id, work.host_ids())
             .await?;
-        if let Err(e) = txn.commit().await {
-            self.deps.leases.forget_bookings();
-            return Err(e);
-        }
         self.count_run(c, RunOutcome::Done, started);
         tracing::info!(lease_id = %lease.id, "lease deleted (its interrupted deletion finished)");
         self.deps

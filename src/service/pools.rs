@@ -208,10 +208,11 @@ impl Services {
                 reservable: want,
             });
         }
+        let mut placement = self.placement.begin();
         if !changes.is_empty() {
-            self.placement.record_hosts(&*txn).await?;
+            placement.hosts_changed(&*txn).await?;
         }
-        txn.commit().await?;
+        placement.commit(txn).await?;
         Ok(changes)
     }
 }
