@@ -70,18 +70,6 @@ pub use entity::sea_orm_active_enums::{
     BeforeEnd, EventStatus, EventType, LeaseStatus, ReservationStatus, RunOutcome,
 };
 
-/// Transitional statuses: an operation or event is running on the lease.
-pub fn is_transitional(status: LeaseStatus) -> bool {
-    matches!(
-        status,
-        LeaseStatus::Creating
-            | LeaseStatus::Starting
-            | LeaseStatus::Updating
-            | LeaseStatus::Terminating
-            | LeaseStatus::Deleting
-    )
-}
-
 /// Limits on a lease body that come from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -514,27 +502,6 @@ pub struct CurrentLease {
     pub status: LeaseStatus,
 }
 
-/// Checks that the lease's status allows this update at all.
-pub fn check_updatable(
-    lease_id: &str,
-    current: &CurrentLease,
-    changes: &LeaseChanges,
-    now: NaiveDateTime,
-) -> Result<(), DomainError> {
-    if is_transitional(current.status) {
-        return Err(DomainError::InvalidStatus(format!(
-            "Lease {lease_id} is {}; retry when that operation has finished",
-            current.status
-        )));
-    }
-    if changes.beyond_name() && (current.status == LeaseStatus::Terminated || current.end < now) {
-        return Err(DomainError::InvalidInput(
-            "Terminated leases can only be renamed".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// The lease's new window after an update, with upstream's date rules (and `end > start` always).
 pub fn plan_dates(
     current: &CurrentLease,
@@ -938,6 +905,7 @@ mod tests {
 
     #[test]
     fn status_gates() {
+        use crate::domain::lifecycle::check_updatable;
         let c = changes(json!({"end_date": "2030-03-05 00:00"}));
         let e = check_updatable("L", &current(LeaseStatus::Starting), &c, now()).unwrap_err();
         assert_eq!(e.name(), "InvalidStatus");

@@ -12,8 +12,11 @@ pub mod host;
 pub mod idempotency;
 pub mod input;
 pub mod lease;
+pub mod lifecycle;
 pub mod page;
+pub mod placement;
 pub mod pools;
 pub mod precondition;
+pub mod update;
 
 pub use error::DomainError;

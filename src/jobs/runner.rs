@@ -10,9 +10,8 @@
 //! When Nova is unreachable or fails, the event waits IN_PROGRESS with no claimant and runs again
 //! after a backoff, until `nova_retry_deadline_seconds` have passed; then it is an ERROR.
 //!
-//! Order: due events run by time; at equal times before-end and end events run before starts
-//! (a lease ending frees hosts for one starting), and within a lease start, then before-end, then
-//! end: an event whose predecessor has not finished waits for it.
+//! The rules (which event may run when, what it does to the statuses, the order of events due
+//! together, the retry backoff) are `domain::lifecycle`'s; this module asks them and does the I/O.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -30,7 +29,8 @@ use crate::{
     db::{Db, WriteTxn},
     domain::{
         dates::{format_lease_date, truncate_to_second},
-        lease::{BeforeEnd, EventStatus, EventType, LeaseStatus, ReservationStatus, RunOutcome},
+        lease::{BeforeEnd, EventStatus, EventType, RunOutcome},
+        lifecycle::{self, Claimable, EventState},
     },
     failpoint,
     metrics::Metrics,
@@ -49,8 +49,6 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 const BLOCKED_RETRY: Duration = Duration::from_millis(250);
 /// Due events read per query.
 const BATCH: u64 = 200;
-/// Longest pause between two attempts of an event that Nova failed.
-const MAX_RETRY_BACKOFF: TimeDelta = TimeDelta::seconds(30);
 
 /// What one `run_due` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -257,30 +255,20 @@ impl ClaimKeeper {
     }
 }
 
-/// How long to wait before attempt `attempts + 1` of an event that failed for now: 1 s, then
-/// doubling, at most [`MAX_RETRY_BACKOFF`].
-fn retry_backoff(attempts: i32) -> TimeDelta {
-    let exp = attempts.clamp(1, 16) - 1;
-    TimeDelta::seconds(1i64 << exp).min(MAX_RETRY_BACKOFF)
-}
-
 /// What a lease's end or deletion needs from the lease operations. The service layer implements
 /// it; the runner holds it as a narrow handle, so that `jobs` does not depend on `service` (which
 /// depends on `jobs` for drivers, notifications and [`Work`]).
 #[async_trait::async_trait]
 pub(crate) trait LeaseEnd: Send + Sync {
     /// Deletes the lease's rows (with its reservations, events and allocations) in `txn`, and
-    /// the bookings of its hosts `booked` from the placement copy.
+    /// the bookings of its hosts `booked` from the placement copy, and commits `txn` (if that
+    /// fails, the copy is reloaded before its next use).
     async fn forget_lease(
         &self,
-        txn: &WriteTxn<'_>,
+        txn: WriteTxn<'_>,
         lease_id: &str,
         booked: Vec<i64>,
     ) -> Result<(), DbErr>;
-
-    /// A commit after [`LeaseEnd::forget_lease`] failed: the placement copy may describe what
-    /// never was, so it is reloaded before its next use.
-    fn forget_bookings(&self);
 
     /// After a lease's end has run (or a lease has gone): usage enforcement's `on-end`, from a
     /// task of its own; never waits and never fails.
@@ -333,7 +321,13 @@ impl Runner {
             if due.is_empty() {
                 break;
             }
-            due.sort_by_key(|e| (e.time, cross_lease_rank(e.event_type), e.id.clone()));
+            due.sort_by(|a, b| {
+                lifecycle::run_order(a.time, a.event_type, &a.id).cmp(&lifecycle::run_order(
+                    b.time,
+                    b.event_type,
+                    &b.id,
+                ))
+            });
             let mut progressed = false;
             for e in due {
                 if self.deps.shutdown.is_triggered() {
@@ -574,8 +568,7 @@ impl Runner {
             Ok(summary) => (EventStatus::Done, summary),
             Err(DriverError::Unavailable(why)) => {
                 let first = self.first_retry(&*txn, &c.ev.id).await?.unwrap_or(started);
-                let deadline = self.deps.retry_deadline;
-                if finished - first < deadline {
+                if lifecycle::retries(first, finished, self.deps.retry_deadline) {
                     return self
                         .record_retry(txn, c, current, lease, why, started, finished)
                         .await;
@@ -598,14 +591,9 @@ impl Runner {
                 .await;
         }
 
+        let transition = lifecycle::after_run(kind, outcome == EventStatus::Done);
         // Reservations follow the event.
-        let new_res_status = match (outcome, kind) {
-            (EventStatus::Done, EventType::StartLease) => Some(ReservationStatus::Active),
-            (EventStatus::Done, EventType::EndLease) => Some(ReservationStatus::Deleted),
-            (EventStatus::Done, _) => None,
-            _ => Some(ReservationStatus::Error),
-        };
-        if let Some(s) = new_res_status
+        if let Some(s) = transition.reservations
             && !work.reservations.is_empty()
         {
             reservation::Entity::update_many()
@@ -625,17 +613,11 @@ impl Runner {
         }
         let ev_done = e.update(&*txn).await?;
 
-        let new_status = match (outcome, kind) {
-            (EventStatus::Error, _) => Some(LeaseStatus::Error),
-            (_, EventType::StartLease) => Some(LeaseStatus::Active),
-            (_, EventType::EndLease) => Some(LeaseStatus::Terminated),
-            _ => None,
-        };
         let mut l = lease.clone().into_active_model();
-        if let Some(s) = new_status {
+        if let Some(s) = transition.lease {
             l.status = Set(s);
         }
-        l.action = Set(Some(action_name(kind).into()));
+        l.action = Set(Some(transition.action.into()));
         l.status_reason = Set(Some(reason));
         l.updated_at = Set(Some(stamp));
         let lease_after = l.update(&*txn).await?;
@@ -689,7 +671,7 @@ impl Runner {
         finished: NaiveDateTime,
     ) -> Result<Outcome, DbErr> {
         let stamp = truncate_to_second(started);
-        let next = finished + retry_backoff(c.attempts);
+        let next = finished + lifecycle::retry_backoff(c.attempts);
         let mut e = current.into_active_model();
         e.claimed_by = Set(None);
         e.claim_expires_at = Set(Some(next));
@@ -742,12 +724,8 @@ impl Runner {
             .await?;
         self.deps
             .leases
-            .forget_lease(&txn, &lease.id, work.host_ids())
+            .forget_lease(txn, &lease.id, work.host_ids())
             .await?;
-        if let Err(e) = txn.commit().await {
-            self.deps.leases.forget_bookings();
-            return Err(e);
-        }
         self.count_run(c, RunOutcome::Done, started);
         tracing::info!(lease_id = %lease.id, "lease deleted (its interrupted deletion finished)");
         self.deps
@@ -806,11 +784,10 @@ impl Runner {
         else {
             return Ok(None);
         };
-        let expired =
-            ev.status == EventStatus::InProgress && ev.claim_expires_at.is_some_and(|t| t <= now);
-        if ev.time > now || !(ev.status == EventStatus::Undone || expired) {
+        let Some(how) = lifecycle::claimable(&event_state(&ev), now) else {
             return Ok(None);
-        }
+        };
+        let expired = how == Claimable::Expired;
         let Some(lease) = lease::Entity::find_by_id(ev.lease_id.clone())
             .one(&*txn)
             .await?
@@ -819,11 +796,19 @@ impl Runner {
         };
         let kind = ev.event_type;
         let status = lease.status;
-        // A deletion of a running lease claims its end event; if that deletion was interrupted
-        // (the API process died), the end event's claim expires and we finish it.
-        let deleting = kind == EventType::EndLease && status == LeaseStatus::Deleting && expired;
-        if !deleting && !self.ready(&txn, &lease.id, kind, status, expired).await? {
-            return Ok(None);
+        let deleting = lifecycle::finishes_deletion(kind, status, how);
+        if !deleting {
+            let siblings: Vec<(EventType, EventStatus)> = event::Entity::find()
+                .select_only()
+                .column(event::Column::EventType)
+                .column(event::Column::Status)
+                .filter(event::Column::LeaseId.eq(&lease.id))
+                .into_tuple()
+                .all(&*txn)
+                .await?;
+            if !lifecycle::ready(kind, status, how, &siblings) {
+                return Ok(None);
+            }
         }
         let claimed = event::Entity::update_many()
             .col_expr(event::Column::Status, Expr::value(EventStatus::InProgress))
@@ -845,9 +830,7 @@ impl Runner {
         if claimed.rows_affected != 1 {
             return Ok(None);
         }
-        if let Some(s) = transitional_status(kind)
-            && !deleting
-        {
+        if let Some(s) = lifecycle::status_on_claim(kind, deleting) {
             lease::Entity::update_many()
                 .col_expr(lease::Column::Status, Expr::value(s))
                 .filter(lease::Column::Id.eq(&lease.id))
@@ -881,47 +864,6 @@ impl Runner {
         )))
     }
 
-    /// Whether the lease is ready for this event: its predecessors finished, and its status one
-    /// the event runs from (or the event's own transitional status, when an attempt died or
-    /// failed for now and the event is taken up again).
-    async fn ready(
-        &self,
-        txn: &WriteTxn<'_>,
-        lease_id: &str,
-        kind: EventType,
-        status: LeaseStatus,
-        expired: bool,
-    ) -> Result<bool, DbErr> {
-        let siblings = event::Entity::find()
-            .filter(event::Column::LeaseId.eq(lease_id))
-            .all(&**txn)
-            .await?;
-        let finished = |t: EventType| {
-            siblings
-                .iter()
-                .filter(|s| s.event_type == t)
-                .all(|s| matches!(s.status, EventStatus::Done | EventStatus::Error))
-        };
-        let predecessors_done = match kind {
-            EventType::StartLease => true,
-            EventType::BeforeEndLease => finished(EventType::StartLease),
-            EventType::EndLease => {
-                finished(EventType::StartLease) && finished(EventType::BeforeEndLease)
-            }
-        };
-        if !predecessors_done {
-            return Ok(false);
-        }
-        let allowed: &[LeaseStatus] = match kind {
-            EventType::StartLease => &[LeaseStatus::Pending],
-            EventType::BeforeEndLease | EventType::EndLease => {
-                &[LeaseStatus::Active, LeaseStatus::Error]
-            }
-        };
-        let resuming = expired && transitional_status(kind) == Some(status);
-        Ok(allowed.contains(&status) || resuming)
-    }
-
     /// Acts through the driver on every reservation; returns a summary for `status_reason`.
     async fn act(
         &self,
@@ -944,39 +886,12 @@ impl Runner {
                         BeforeEnd::Default => self.deps.default_before_end.clone(),
                         stored => stored.to_string(),
                     };
-                    let action = action.as_str();
-                    driver.before_end(rh, action, since, log).await?;
-                    actions.push(if action.is_empty() { "none" } else { action }.to_string());
+                    driver.before_end(rh, &action, since, log).await?;
+                    actions.push(action);
                 }
             }
         }
-        let touched = work.host_ids();
-        let list = if touched.is_empty() {
-            "no hosts".to_string()
-        } else {
-            format!(
-                "hosts {}",
-                touched
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        Ok(match kind {
-            EventType::StartLease => format!("Lease started: {list} assigned"),
-            EventType::EndLease => format!("Lease ended: {list} released"),
-            EventType::BeforeEndLease => {
-                actions.sort();
-                actions.dedup();
-                let actions = if actions.is_empty() {
-                    "none".to_string()
-                } else {
-                    actions.join(", ")
-                };
-                format!("Before-end action {actions} taken on {list}")
-            }
-        })
+        Ok(lifecycle::run_summary(kind, &work.host_ids(), &actions))
     }
 
     /// On PostgreSQL: rings this instance's bell whenever another instance announces a lease
@@ -1025,29 +940,13 @@ impl Runner {
     }
 }
 
-/// At equal times, leases ending go before leases starting (they free hosts for them).
-fn cross_lease_rank(kind: EventType) -> u8 {
-    match kind {
-        EventType::BeforeEndLease => 0,
-        EventType::EndLease => 1,
-        EventType::StartLease => 2,
-    }
-}
-
-/// The lease's status while `kind` runs, if it has one.
-fn transitional_status(kind: EventType) -> Option<LeaseStatus> {
-    match kind {
-        EventType::StartLease => Some(LeaseStatus::Starting),
-        EventType::BeforeEndLease => None,
-        EventType::EndLease => Some(LeaseStatus::Terminating),
-    }
-}
-
-fn action_name(kind: EventType) -> &'static str {
-    match kind {
-        EventType::StartLease => "START",
-        EventType::BeforeEndLease => "BEFORE_END",
-        EventType::EndLease => "END",
+/// What the lifecycle rules see of an event row.
+pub(crate) fn event_state(e: &event::Model) -> EventState {
+    EventState {
+        status: e.status,
+        time: e.time,
+        claimed_by_anyone: e.claimed_by.is_some(),
+        claim_expires_at: e.claim_expires_at,
     }
 }
 

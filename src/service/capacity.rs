@@ -8,11 +8,11 @@ use chrono::{NaiveDateTime, TimeDelta};
 use entity::lease;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
-use super::{Services, leases::plan_in, placement::World};
+use super::Services;
 use crate::auth::Caller;
 use crate::domain::{
     DomainError,
-    allocation::{Need, PlanError},
+    allocation::PlanError,
     capacity::{
         self, AvailabilityRequest, CalendarRequest, RawQuery, Search, Span, Standing, Window,
     },
@@ -20,6 +20,7 @@ use crate::domain::{
     filter::Filter,
     input::Object,
     lease::{self as rules, LeaseRequest},
+    placement::{HostNeed, World, create_needs},
 };
 
 /// At most this many starts are tried when a lease's reservations compete for the same hosts.
@@ -170,10 +171,13 @@ impl Services {
         req: &LeaseRequest,
         now: NaiveDateTime,
     ) -> Result<LeasePlan, DomainError> {
+        let horizon = self.horizon();
         let txn = self.db.read().await?;
-        self.placement.refresh_for_read(&txn, now).await?;
+        let (chosen, surveys, earliest) = self
+            .placement
+            .read(&txn, now, |w| survey_lease(w, req, horizon, now))
+            .await?;
         txn.commit().await?;
-        let (chosen, surveys, earliest) = self.survey_lease(req, now);
         let feasible = chosen.is_ok();
         // The reservation the planner could not give its `min` (the others would fit).
         let short = match &chosen {
@@ -227,40 +231,6 @@ impl Services {
         })
     }
 
-    /// The plan of `req` in the copy (refreshed): create's choice, each reservation's survey,
-    /// and the earliest start of the whole lease. Synchronous, under the copy's lock.
-    #[allow(clippy::type_complexity)]
-    fn survey_lease(
-        &self,
-        req: &LeaseRequest,
-        now: NaiveDateTime,
-    ) -> (
-        Result<Vec<Vec<i64>>, PlanError>,
-        Vec<Survey>,
-        Option<NaiveDateTime>,
-    ) {
-        let window = (req.start, req.end);
-        let horizon = self.horizon();
-        let specs: Vec<(&Filter, Need<'_>)> = req
-            .reservations
-            .iter()
-            .map(|r| (&r.filter, Need::new(r.min as usize, r.max as usize)))
-            .collect();
-        self.placement.with(|w| {
-            let chosen = plan_in(w, &specs, window, None, now);
-            let surveys: Vec<Survey> = req
-                .reservations
-                .iter()
-                .map(|r| survey(w, &r.filter, r.min as usize, window, horizon))
-                .collect();
-            let earliest = match &chosen {
-                Ok(_) => Some(req.start),
-                Err(_) => earliest_lease_start(w, &specs, &surveys, window, horizon, now),
-            };
-            (chosen, surveys, earliest)
-        })
-    }
-
     /// The windows in which the hosts matching a filter are free, earliest first.
     pub async fn find_availability(
         &self,
@@ -272,14 +242,16 @@ impl Services {
         let AvailabilityRequest { filter, search } =
             capacity::parse_availability(query, now, self.horizon())?;
         let txn = self.db.read().await?;
-        self.placement.refresh_for_read(&txn, now).await?;
-        txn.commit().await?;
         // Only the copying happens under the copy's lock (creates wait for it); the sweep runs
         // outside, so that concurrent searches share the cores.
-        let spans = self.placement.with(|w| {
-            let matching = w.hosts.matching(&filter.filter);
-            spans_in(w, &matching, &search)
-        });
+        let spans = self
+            .placement
+            .read(&txn, now, |w| {
+                let matching = w.hosts.matching(&filter.filter);
+                spans_in(w, &matching, &search)
+            })
+            .await?;
+        txn.commit().await?;
         let windows = sweep(&spans, &search);
         let admin = self.is_admin(caller);
         Ok(windows
@@ -308,36 +280,38 @@ impl Services {
             before,
         } = capacity::parse_calendar(query, now, self.horizon())?;
         let txn = self.db.read().await?;
-        self.placement.refresh_for_read(&txn, now).await?;
-        txn.commit().await?;
         type Row = (
             i64,
             String,
             bool,
             Vec<(String, NaiveDateTime, NaiveDateTime)>,
         );
-        let rows: Vec<Row> = self.placement.with(|w| {
-            w.hosts
-                .matching_any(&filter.filter)
-                .into_iter()
-                .filter_map(|id| {
-                    let record = w.record(id)?;
-                    let list = w.bookings_of(id);
-                    let first = list.partition_point(|b| b.end <= after);
-                    let bookings = list[first..]
-                        .iter()
-                        .take_while(|b| b.start < before)
-                        .map(|b| (b.lease.to_string(), b.start, b.end))
-                        .collect();
-                    Some((
-                        id,
-                        record.host.hypervisor_hostname.clone(),
-                        record.host.reservable,
-                        bookings,
-                    ))
-                })
-                .collect()
-        });
+        let rows: Vec<Row> = self
+            .placement
+            .read(&txn, now, |w| {
+                w.hosts
+                    .matching_any(&filter.filter)
+                    .into_iter()
+                    .filter_map(|id| {
+                        let record = w.record(id)?;
+                        let list = w.bookings_of(id);
+                        let first = list.partition_point(|b| b.end <= after);
+                        let bookings = list[first..]
+                            .iter()
+                            .take_while(|b| b.start < before)
+                            .map(|b| (b.lease.to_string(), b.start, b.end))
+                            .collect();
+                        Some((
+                            id,
+                            record.host.hypervisor_hostname.clone(),
+                            record.host.reservable,
+                            bookings,
+                        ))
+                    })
+                    .collect()
+            })
+            .await?;
+        txn.commit().await?;
         let admin = self.is_admin(caller);
         let ids: Vec<&str> = rows
             .iter()
@@ -411,6 +385,36 @@ impl Services {
         txn.commit().await?;
         Ok(out)
     }
+}
+
+/// What a plan reports of a lease.
+type LeaseSurvey = (
+    Result<Vec<Vec<i64>>, PlanError>,
+    Vec<Survey>,
+    Option<NaiveDateTime>,
+);
+
+/// The plan of `req` in the copy: create's choice, each reservation's survey, and the earliest
+/// start of the whole lease. Synchronous, under the copy's lock.
+fn survey_lease(
+    w: &mut World,
+    req: &LeaseRequest,
+    horizon: TimeDelta,
+    now: NaiveDateTime,
+) -> LeaseSurvey {
+    let window = (req.start, req.end);
+    let specs = create_needs(&req.reservations);
+    let chosen = w.plan(&specs, req.start, req.end, None, now);
+    let surveys: Vec<Survey> = req
+        .reservations
+        .iter()
+        .map(|r| survey(w, &r.filter, r.min as usize, window, horizon))
+        .collect();
+    let earliest = match &chosen {
+        Ok(_) => Some(req.start),
+        Err(_) => earliest_lease_start(w, &specs, &surveys, window, horizon, now),
+    };
+    (chosen, surveys, earliest)
 }
 
 /// The bookings of `hosts` overlapping the search range, as spans for the sweep.
@@ -492,7 +496,7 @@ fn survey(
 /// each alone must fit (their windows), then the planner must place them all.
 fn earliest_lease_start(
     w: &mut World,
-    specs: &[(&Filter, Need<'_>)],
+    specs: &[HostNeed<'_>],
     surveys: &[Survey],
     (start, end): (NaiveDateTime, NaiveDateTime),
     horizon: TimeDelta,
@@ -506,8 +510,8 @@ fn earliest_lease_start(
     // change, from the latest of the reservations' own earliest starts.
     let from = surveys.iter().filter_map(|s| s.earliest_start).max()?;
     let mut candidates: Vec<NaiveDateTime> = vec![from];
-    for (filter, _) in specs {
-        for h in w.hosts.matching(filter).iter() {
+    for spec in specs {
+        for h in w.hosts.matching(spec.filter).iter() {
             for b in w.bookings_of(*h) {
                 for t in [b.end, b.start - duration] {
                     if t > from && t <= start + horizon {
@@ -522,7 +526,7 @@ fn earliest_lease_start(
     candidates
         .into_iter()
         .take(MAX_LEASE_CANDIDATES)
-        .find(|t| plan_in(w, specs, (*t, *t + duration), None, now).is_ok())
+        .find(|t| w.plan(specs, *t, *t + duration, None, now).is_ok())
 }
 
 /// The leases holding matching hosts in the window, merged per lease; other projects' leases

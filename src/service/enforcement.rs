@@ -17,16 +17,17 @@ use serde_json::{Value, json};
 
 use super::{
     Services,
-    leases::{join_from, load_details, merge_reservations, plan_error, plan_in, update_needs},
-    placement::{self, HostRecord},
+    leases::{current_of, load_details},
+    placement::HostRecord,
 };
 use crate::{
     auth::Caller,
     domain::{
         DomainError,
-        allocation::{Need, PlanError},
-        filter::Filter,
-        lease::{self as rules, CurrentLease, LeaseChanges, LeaseRequest},
+        allocation::PlanError,
+        lease::{LeaseChanges, LeaseRequest},
+        placement::{attach_capabilities, create_needs, plan_refusal},
+        update::{self, StoredLease, UpdateScope},
     },
     enforcement::{Check, body},
     jobs::runner::Work,
@@ -56,15 +57,11 @@ impl Services {
         let chosen = if req.reservations.is_empty() {
             Vec::new()
         } else {
-            self.placement.refresh_for_read(&txn, now).await?;
-            let needs: Vec<(&Filter, Need<'_>)> = req
-                .reservations
-                .iter()
-                .map(|r| (&r.filter, Need::new(r.min as usize, r.max as usize)))
-                .collect();
+            let needs = create_needs(&req.reservations);
             let planned = self
                 .placement
-                .with(|w| plan_in(w, &needs, (req.start, req.end), None, now));
+                .read(&txn, now, |w| w.plan(&needs, req.start, req.end, None, now))
+                .await?;
             match planned {
                 Ok(c) => c,
                 Err(PlanError::Shortage { .. }) => {
@@ -73,11 +70,7 @@ impl Services {
                     let why = self.explain_shortage(caller, req, now).await?;
                     return Err(DomainError::NotEnoughHostsAvailable(why));
                 }
-                Err(other) => {
-                    let bounds: Vec<(i32, i32)> =
-                        req.reservations.iter().map(|r| (r.min, r.max)).collect();
-                    return Err(plan_error(other, &bounds, req.start, req.end));
-                }
+                Err(other) => return Err(plan_refusal(other, &needs, req.start, req.end)),
             }
         };
         let records = host_records(&txn, chosen.iter().flatten().copied()).await?;
@@ -120,21 +113,16 @@ impl Services {
         let txn = self.db.read().await?;
         let old = self.find_lease(&txn, caller, id).await?;
         self.authorize_on("blazar:leases:put", caller, &old)?;
-        let current = CurrentLease {
-            start: old.start_date,
-            end: old.end_date,
-            status: old.status,
+        let window = match update::plan_window(&old.id, &current_of(&old), changes, now)? {
+            UpdateScope::Rename => return Ok(None),
+            UpdateScope::Window(window) => window,
         };
-        rules::check_updatable(&old.id, &current, changes, now)?;
-        let (start, end) = rules::plan_dates(&current, changes, now)?;
-        if start != old.start_date || end != old.end_date {
+        if window.moved {
             // Before the service is asked: a lease too long is refused without a call.
-            e.check_duration(old.project_id.as_deref(), start, end)?;
+            e.check_duration(old.project_id.as_deref(), window.start, window.end)?;
         }
         let detail = load_details(&txn, vec![old.clone()]).await?.remove(0);
         let stored = detail.reservations.clone();
-        let grew = start < old.start_date || end > old.end_date;
-        let merged = merge_reservations(&stored, changes, grew)?;
         let mut held: HashMap<String, Vec<i64>> = HashMap::new();
         for (reservation_id, host_id) in allocation::Entity::find()
             .filter(allocation::Column::LeaseId.eq(&old.id))
@@ -146,20 +134,21 @@ impl Services {
         {
             held.entry(reservation_id).or_default().push(host_id);
         }
-        let empty = Vec::new();
-        let next_hosts: Vec<Vec<i64>> = if merged.iter().any(|(_, _, replan)| *replan) {
-            let join_from = join_from(old.start_date, start, now);
-            self.placement.refresh_for_read(&txn, now).await?;
-            let (needs, bounds) =
-                update_needs(&merged, |id| held.get(id).map_or(&[][..], Vec::as_slice));
+        let current = StoredLease {
+            lease: &old,
+            reservations: &stored,
+            held: &held,
+        };
+        let plan = update::plan_update(current, changes, window, now)?;
+        let next_hosts: Vec<Vec<i64>> = if plan.replans() {
+            let needs = plan.needs();
+            let (from, end) = plan.booking_window();
             self.placement
-                .with(|w| plan_in(w, &needs, (join_from, end), Some(&old.id), now))
-                .map_err(|err| plan_error(err, &bounds, join_from, end))?
+                .read(&txn, now, |w| w.plan(&needs, from, end, Some(&old.id), now))
+                .await?
+                .map_err(|err| plan_refusal(err, &needs, from, end))?
         } else {
-            merged
-                .iter()
-                .map(|(r, _, _)| held.get(&r.id).cloned().unwrap_or_default())
-                .collect()
+            plan.held_hosts()
         };
         let records = host_records(
             &txn,
@@ -171,6 +160,7 @@ impl Services {
         .await?;
         txn.commit().await?;
 
+        let empty = Vec::new();
         let current_doc = body::stored_lease(
             &old,
             stored
@@ -185,14 +175,14 @@ impl Services {
         if let Some(name) = &changes.name {
             next.name = name.clone();
         }
-        next.start_date = start;
-        next.end_date = end;
+        next.start_date = window.start;
+        next.end_date = window.end;
         let mut next_doc = body::stored_lease(
             &next,
-            merged
+            plan.reservations
                 .iter()
                 .zip(&next_hosts)
-                .map(|((r, _, _), ids)| body::stored_reservation(r, &pick(&records, ids)))
+                .map(|(m, ids)| body::stored_reservation(&m.next, &pick(&records, ids)))
                 .collect(),
             None,
         );
@@ -285,8 +275,8 @@ async fn host_records(
             .order_by_asc(host::Column::Id)
             .all(conn)
             .await?;
-        let caps = placement::capabilities_of(conn, Some(chunk)).await?;
-        for r in placement::attach_capabilities(hosts, caps) {
+        let caps = super::placement::capabilities_of(conn, Some(chunk)).await?;
+        for r in attach_capabilities(hosts, caps) {
             out.insert(r.host.id, r);
         }
     }

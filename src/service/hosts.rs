@@ -28,6 +28,7 @@ use crate::domain::{
     input::{self, Object},
     lease::{PHYSICAL_HOST, parse_filters},
     page::{Page, PageRequest, marker_not_found},
+    placement::attach_capabilities,
     precondition::Precondition,
 };
 use crate::jobs::driver::HostRef;
@@ -201,14 +202,15 @@ impl Services {
                 .await?;
         }
         ensure_properties(&*txn, req.capabilities.keys(), stamp).await?;
-        self.placement.record_hosts(&*txn).await?;
+        let mut placement = self.placement.begin();
+        placement.hosts_changed(&*txn).await?;
         let record = HostRecord {
             host,
             capabilities: req.capabilities.clone().into_iter().collect(),
         };
         self.remember(&*txn, claim, &record.host.id.to_string(), &record, now)
             .await?;
-        txn.commit().await?;
+        placement.commit(txn).await?;
         tracing::info!(host_id = record.host.id, name = %record.host.hypervisor_hostname, "host enrolled");
         Ok(Created::New(record))
     }
@@ -296,9 +298,10 @@ impl Services {
             .map(|(k, _)| k)
             .collect();
         ensure_properties(&*txn, added.into_iter(), stamp).await?;
-        self.placement.record_hosts(&*txn).await?;
+        let mut placement = self.placement.begin();
+        placement.hosts_changed(&*txn).await?;
         let updated = load_host(&*txn, id).await?;
-        txn.commit().await?;
+        placement.commit(txn).await?;
         Ok(updated)
     }
 
@@ -350,8 +353,9 @@ impl Services {
             host::Entity::delete_by_id(record.host.id)
                 .exec(&*txn)
                 .await?;
-            self.placement.record_hosts(&*txn).await?;
-            txn.commit().await?;
+            let mut placement = self.placement.begin();
+            placement.hosts_changed(&*txn).await?;
+            placement.commit(txn).await?;
             Ok::<_, DomainError>(())
         }
         .await;
@@ -595,7 +599,7 @@ async fn load_host(conn: &impl ConnectionTrait, id: &str) -> Result<HostRecord, 
         .await?
         .ok_or_else(|| host_not_found(id))?;
     let caps = placement::capabilities_of(conn, Some(&[host_id])).await?;
-    Ok(placement::attach_capabilities(vec![host], caps).remove(0))
+    Ok(attach_capabilities(vec![host], caps).remove(0))
 }
 
 fn facts_of(h: &host::Model) -> HostFacts {

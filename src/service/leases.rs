@@ -3,10 +3,7 @@
 //! Create and update choose hosts and write the lease, its reservations, allocations and events
 //! in a single write transaction: a refused request changes nothing, and an accepted one is whole.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{NaiveDateTime, TimeDelta};
 use entity::{allocation, event, lease, reservation};
@@ -21,26 +18,26 @@ use super::{
     Services,
     etag::check_if_match,
     idempotency::{Claim, Created, Once},
-    placement::{self, BookingChange, World},
 };
 use crate::auth::Caller;
 use crate::db::WriteTxn;
 use crate::domain::{
     DomainError,
-    allocation::{Need, PlanError, plan},
-    dates::{format_lease_date, truncate_to_minute, truncate_to_second},
-    filter::Filter,
-    input::{Object, echo},
+    dates::truncate_to_second,
+    input::Object,
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
+    lifecycle,
     page::{Page, PageRequest, marker_not_found},
+    placement::{BookingChange, BookingRow, LeaseBookings, create_needs},
     precondition::Precondition,
+    update::{self, HostMoves, StoredEvent, StoredLease, UpdatePlan, UpdateScope},
 };
 use crate::{
     failpoint,
     jobs::{
         driver::{ActionLog, HostRef, ReservationHosts},
         notify::lease_payload,
-        runner::{ClaimKeeper, Work, host_refs, load_work},
+        runner::{ClaimKeeper, Work, event_state, host_refs, load_work},
     },
 };
 
@@ -87,43 +84,6 @@ type EventRow = (
     NaiveDateTime,
     Option<NaiveDateTime>,
 );
-
-/// Chooses hosts for `specs` (each reservation's filter and need) over `[start, end)` in the
-/// placement copy, ignoring the bookings of lease `except`: what create and update decide, and
-/// what a plan reports. Each need's `matching` is replaced by the hosts its filter matches in the
-/// copy.
-pub(crate) fn plan_in(
-    w: &mut World,
-    specs: &[(&Filter, Need<'_>)],
-    (start, end): (NaiveDateTime, NaiveDateTime),
-    except: Option<&str>,
-    now: NaiveDateTime,
-) -> Result<Vec<Vec<i64>>, PlanError> {
-    let matching: Vec<Arc<[i64]>> = specs
-        .iter()
-        .map(|(filter, need)| {
-            if need.replan {
-                w.hosts.matching(filter)
-            } else {
-                Arc::from([])
-            }
-        })
-        .collect();
-    let w = &*w;
-    let needs: Vec<Need<'_>> = specs
-        .iter()
-        .zip(&matching)
-        .map(|((_, need), m)| Need {
-            matching: m,
-            ..need.clone()
-        })
-        .collect();
-    plan(
-        |h| w.busy(h, start, end, except),
-        |h| w.usage(h, now),
-        &needs,
-    )
-}
 
 /// Largest number of ids in one `IN (...)` list.
 const IN_CHUNK: usize = 500;
@@ -273,19 +233,14 @@ impl Services {
         if let Some(replay) = self.replay(&*txn, claim.as_ref(), now).await? {
             return Ok(Created::Replayed(replay));
         }
+        let mut placement = self.placement.begin();
         let chosen = if req.reservations.is_empty() {
             Vec::new()
         } else {
-            let needs: Vec<(&Filter, Need<'_>)> = req
-                .reservations
-                .iter()
-                .map(|r| (&r.filter, Need::new(r.min as usize, r.max as usize)))
-                .collect();
-            let bounds: Vec<(i32, i32)> = req.reservations.iter().map(|r| (r.min, r.max)).collect();
-            let chosen = self
-                .choose_hosts(&txn, now, (req.start, req.end), None, &needs, &bounds)
+            let needs = create_needs(&req.reservations);
+            let chosen = placement
+                .choose(&*txn, now, &needs, (req.start, req.end), None)
                 .await;
-            drop(needs);
             match chosen {
                 Ok(chosen) => chosen,
                 Err(DomainError::NotEnoughHostsAvailable(_)) => {
@@ -362,7 +317,7 @@ impl Services {
             .flat_map(|(r, hosts)| {
                 hosts
                     .iter()
-                    .map(|h| new_allocation(*h, r, req.start, req.end, stamp))
+                    .map(|h| new_allocation(*h, &r.id, &lease_id, (req.start, req.end), stamp))
             })
             .collect();
         if !allocations.is_empty() {
@@ -375,10 +330,15 @@ impl Services {
             let add = chosen
                 .iter()
                 .flatten()
-                .map(|h| (*h, req.start, req.end, lease_id.clone()))
+                .map(|h| BookingRow {
+                    host: *h,
+                    start: req.start,
+                    end: req.end,
+                    lease: lease_id.clone(),
+                })
                 .collect();
-            self.placement
-                .record_bookings(
+            placement
+                .book(
                     &*txn,
                     BookingChange {
                         remove: Vec::new(),
@@ -395,7 +355,7 @@ impl Services {
         self.remember(&*txn, claim.as_ref(), &lease_id, &detail, now)
             .await?;
         failpoint::hit("create-before-commit");
-        self.commit(txn).await?;
+        placement.commit(txn).await?;
         failpoint::hit("create-after-commit");
         tracing::info!(lease_id = %lease_id, hosts = ?chosen, "lease created");
         self.prepare(&detail.lease, &detail.reservations).await;
@@ -422,31 +382,26 @@ impl Services {
         let old = self.find_lease(&*txn, caller, id).await?;
         self.authorize_on("blazar:leases:put", caller, &old)?;
         self.check_lease_tag(&*txn, if_match, &old).await?;
-        let current = CurrentLease {
-            start: old.start_date,
-            end: old.end_date,
-            status: old.status,
-        };
-        rules::check_updatable(&old.id, &current, &changes, now)?;
         let mut lease = old.clone().into_active_model();
         if let Some(name) = &changes.name {
             lease.name = Set(name.clone());
         }
         lease.updated_at = Set(Some(stamp));
-        if !changes.beyond_name() {
-            lease.update(&*txn).await?;
-            let detail = load_details(&*txn, vec![self.find_lease(&*txn, caller, id).await?])
-                .await?
-                .remove(0);
-            txn.commit().await?;
-            self.changed("lease.update", &detail.lease, now).await;
-            return Ok(detail);
-        }
-
-        let (start, end) = rules::plan_dates(&current, &changes, now)?;
-        if start != old.start_date || end != old.end_date {
+        let window = match update::plan_window(&old.id, &current_of(&old), &changes, now)? {
+            UpdateScope::Rename => {
+                lease.update(&*txn).await?;
+                let detail = load_details(&*txn, vec![self.find_lease(&*txn, caller, id).await?])
+                    .await?
+                    .remove(0);
+                txn.commit().await?;
+                self.changed("lease.update", &detail.lease, now).await;
+                return Ok(detail);
+            }
+            UpdateScope::Window(window) => window,
+        };
+        if window.moved {
             self.enforcement
-                .check_duration(old.project_id.as_deref(), start, end)?;
+                .check_duration(old.project_id.as_deref(), window.start, window.end)?;
         }
         let stored = reservation::Entity::find()
             .filter(reservation::Column::LeaseId.eq(&old.id))
@@ -463,128 +418,105 @@ impl Services {
                 old.id
             )));
         }
-        // The merged parameters of every reservation, and whether its hosts must be re-planned.
-        let grew = start < old.start_date || end > old.end_date;
-        let merged = merge_reservations(&stored, &changes, grew)?;
-
         let held_rows = allocation::Entity::find()
             .filter(allocation::Column::LeaseId.eq(&old.id))
             .order_by_asc(allocation::Column::Id)
             .all(&*txn)
             .await?;
-        let mut held: HashMap<&str, Vec<i64>> = HashMap::new();
+        let mut held: HashMap<String, Vec<i64>> = HashMap::new();
         for a in &held_rows {
-            held.entry(a.reservation_id.as_str())
+            held.entry(a.reservation_id.clone())
                 .or_default()
                 .push(a.host_id);
         }
-        let empty = Vec::new();
-        let started = old.start_date <= now;
-        let join_from = join_from(old.start_date, start, now);
+        let current = StoredLease {
+            lease: &old,
+            reservations: &stored,
+            held: &held,
+        };
+        let plan = update::plan_update(current, &changes, window, now)?;
+
+        let mut placement = self.placement.begin();
         let mut moves: Vec<HostMoves> = Vec::new();
-        let bookings_change = merged.iter().any(|(_, _, replan)| *replan)
-            || start != old.start_date
-            || end != old.end_date;
-        if merged.iter().any(|(_, _, replan)| *replan) {
-            let (needs, bounds) =
-                update_needs(&merged, |id| held.get(id).map_or(&[][..], Vec::as_slice));
-            let chosen = self
-                .choose_hosts(&txn, now, (join_from, end), Some(&old.id), &needs, &bounds)
+        if plan.replans() {
+            let needs = plan.needs();
+            let chosen = placement
+                .choose(&*txn, now, &needs, plan.booking_window(), Some(&old.id))
                 .await?;
-            for ((r, _, replan), hosts) in merged.iter().zip(&chosen) {
-                if !replan {
-                    continue;
-                }
-                let before = held.get(r.id.as_str()).unwrap_or(&empty);
-                let released: Vec<i64> = before
-                    .iter()
-                    .copied()
-                    .filter(|h| !hosts.contains(h))
-                    .collect();
-                if !released.is_empty() {
+            for m in plan.host_moves(&chosen) {
+                if !m.released.is_empty() {
                     allocation::Entity::delete_many()
-                        .filter(allocation::Column::ReservationId.eq(&r.id))
-                        .filter(allocation::Column::HostId.is_in(released.clone()))
+                        .filter(allocation::Column::ReservationId.eq(&m.reservation_id))
+                        .filter(allocation::Column::HostId.is_in(m.released.clone()))
                         .exec(&*txn)
                         .await?;
                 }
-                let added: Vec<i64> = hosts
-                    .iter()
-                    .copied()
-                    .filter(|h| !before.contains(h))
-                    .collect();
-                if !added.is_empty() {
-                    allocation::Entity::insert_many(
-                        added
-                            .iter()
-                            .map(|h| new_allocation(*h, r, join_from, end, stamp)),
-                    )
+                if !m.added.is_empty() {
+                    allocation::Entity::insert_many(m.added.iter().map(|h| {
+                        new_allocation(*h, &m.reservation_id, &old.id, plan.booking_window(), stamp)
+                    }))
                     .exec(&*txn)
                     .await?;
                 }
                 // A running reservation hands its new hosts over, and takes its removed ones
                 // back, at once (after the commit: never inside the write transaction).
-                if r.status == ReservationStatus::Active
-                    && !(added.is_empty() && released.is_empty())
-                {
-                    moves.push(HostMoves {
-                        reservation_id: r.id.clone(),
-                        added,
-                        released,
-                    });
+                if m.running {
+                    moves.push(m);
                 }
             }
         }
-        if start != old.start_date || end != old.end_date {
+        if window.moved {
             // Bookings follow the lease; once it has started, only their ends move.
             let mut q = allocation::Entity::update_many()
-                .col_expr(allocation::Column::EndDate, Expr::value(end))
+                .col_expr(allocation::Column::EndDate, Expr::value(window.end))
                 .filter(allocation::Column::LeaseId.eq(&old.id));
-            if !started {
-                q = q.col_expr(allocation::Column::StartDate, Expr::value(start));
+            if !plan.started {
+                q = q.col_expr(allocation::Column::StartDate, Expr::value(window.start));
             }
             q.exec(&*txn).await?;
         }
-        if bookings_change {
+        if plan.bookings_change() {
             let add = allocation::Entity::find()
                 .filter(allocation::Column::LeaseId.eq(&old.id))
                 .all(&*txn)
                 .await?
                 .into_iter()
-                .map(|a| (a.host_id, a.start_date, a.end_date, a.lease_id))
+                .map(|a| BookingRow {
+                    host: a.host_id,
+                    start: a.start_date,
+                    end: a.end_date,
+                    lease: a.lease_id,
+                })
                 .collect();
-            self.placement
-                .record_bookings(
+            placement
+                .book(
                     &*txn,
                     BookingChange {
-                        remove: vec![(
-                            old.id.clone(),
-                            held_rows.iter().map(|a| a.host_id).collect(),
-                        )],
+                        remove: vec![LeaseBookings {
+                            lease: old.id.clone(),
+                            hosts: held_rows.iter().map(|a| a.host_id).collect(),
+                        }],
                         add,
                     },
                 )
                 .await?;
         }
-        for ((next, _, _), r) in merged.iter().zip(&stored) {
-            if next != r {
-                let mut m = next.clone().into_active_model().reset_all();
-                m.updated_at = Set(Some(stamp));
-                m.update(&*txn).await?;
-            }
+        for next in plan.changed_reservations() {
+            let mut m = next.clone().into_active_model().reset_all();
+            m.updated_at = Set(Some(stamp));
+            m.update(&*txn).await?;
         }
 
-        self.move_events(&*txn, &old, start, end, changes.before_end_date, now, stamp)
-            .await?;
-        lease.start_date = Set(start);
-        lease.end_date = Set(end);
+        self.move_events(&*txn, &plan, now, stamp).await?;
+        lease.start_date = Set(window.start);
+        lease.end_date = Set(window.end);
         lease.update(&*txn).await?;
         let released_refs =
             host_refs(&*txn, moves.iter().flat_map(|m| m.released.iter().copied())).await?;
         let detail = load_details(&*txn, vec![self.find_lease(&*txn, caller, id).await?])
             .await?
             .remove(0);
-        self.commit(txn).await?;
+        placement.commit(txn).await?;
         if !moves.is_empty() {
             self.move_hosts(&old, &moves, released_refs).await?;
         }
@@ -669,53 +601,6 @@ impl Services {
         Ok(())
     }
 
-    /// Chooses hosts in the in-memory copy, then checks them in the database. If the copy proved
-    /// stale (another instance booked a host it did not know of), reloads it and chooses again.
-    async fn choose_hosts(
-        &self,
-        txn: &WriteTxn<'_>,
-        now: NaiveDateTime,
-        (start, end): (NaiveDateTime, NaiveDateTime),
-        except: Option<&str>,
-        specs: &[(&Filter, Need<'_>)],
-        bounds: &[(i32, i32)],
-    ) -> Result<Vec<Vec<i64>>, DomainError> {
-        for attempt in 0..2 {
-            self.placement.refresh(&**txn, now).await?;
-            let chosen = self
-                .placement
-                .with(|w| plan_in(w, specs, (start, end), except, now))
-                .map_err(|e| plan_error(e, bounds, start, end))?;
-            let picked: Vec<i64> = specs
-                .iter()
-                .zip(&chosen)
-                .filter(|((_, n), _)| n.replan)
-                .flat_map(|(_, hosts)| hosts.iter().copied())
-                .collect();
-            let clash = placement::verify_free(&**txn, &picked, start, end, except).await?;
-            if clash.is_empty() {
-                return Ok(chosen);
-            }
-            tracing::warn!(
-                ?clash,
-                attempt,
-                "the placement copy was stale; reloading it"
-            );
-            self.placement.forget();
-        }
-        Err(DomainError::Internal(
-            "the hosts chosen were booked even after reloading the bookings".into(),
-        ))
-    }
-
-    /// Commits; if that fails, the in-memory copy of the bookings may describe what never was.
-    async fn commit(&self, txn: WriteTxn<'_>) -> Result<(), DomainError> {
-        txn.commit().await.map_err(|e| {
-            self.placement.forget();
-            DomainError::from(e)
-        })
-    }
-
     /// After a committed change: notify subscribers and, if the lease's events may now come
     /// before the runner's planned wake-up, ring it (and, on PostgreSQL, the other instances').
     async fn changed(&self, kind: &str, lease: &lease::Model, now: NaiveDateTime) {
@@ -727,58 +612,43 @@ impl Services {
         }
     }
 
-    /// Moves the lease's events to the new window; a before-end event that already fired and now
-    /// falls in the future is armed again.
-    #[allow(clippy::too_many_arguments)]
+    /// Moves the lease's events to the new window, as the plan says.
     async fn move_events(
         &self,
         txn: &impl ConnectionTrait,
-        old: &lease::Model,
-        start: NaiveDateTime,
-        end: NaiveDateTime,
-        requested_before_end: Option<NaiveDateTime>,
+        plan: &UpdatePlan<'_>,
         now: NaiveDateTime,
         stamp: NaiveDateTime,
     ) -> Result<(), DomainError> {
+        let lease_id = &plan.current.lease.id;
         let events = event::Entity::find()
-            .filter(event::Column::LeaseId.eq(&old.id))
+            .filter(event::Column::LeaseId.eq(lease_id))
             .all(txn)
             .await?;
-        let mut has_before_end = false;
-        for e in events {
-            let kind = e.event_type;
-            let new_time = match kind {
-                EventType::StartLease => start,
-                EventType::EndLease => end,
-                EventType::BeforeEndLease => {
-                    has_before_end = true;
-                    rules::moved_before_end_time(
-                        e.time,
-                        old.end_date,
-                        start,
-                        end,
-                        requested_before_end,
-                    )
-                }
-            };
-            if new_time == e.time {
-                continue;
+        let stored: Vec<StoredEvent<'_>> = events
+            .iter()
+            .map(|e| StoredEvent {
+                id: &e.id,
+                kind: e.event_type,
+                time: e.time,
+                status: e.status,
+            })
+            .collect();
+        let changes = plan.event_changes(&stored, now);
+        for m in changes.moved {
+            let mut q = event::Entity::update_many()
+                .col_expr(event::Column::Time, Expr::value(m.time))
+                .col_expr(event::Column::UpdatedAt, Expr::value(stamp))
+                .filter(event::Column::Id.eq(&m.id));
+            if m.rearm {
+                q = q.col_expr(event::Column::Status, Expr::value(EventStatus::Undone));
             }
-            let rearm = kind == EventType::BeforeEndLease
-                && e.status == EventStatus::Done
-                && new_time > now;
-            let mut m = e.into_active_model();
-            m.time = Set(new_time);
-            if rearm {
-                m.status = Set(EventStatus::Undone);
-            }
-            m.updated_at = Set(Some(stamp));
-            m.update(txn).await?;
+            q.exec(txn).await?;
         }
-        if !has_before_end && let Some(t) = requested_before_end {
+        if let Some(t) = changes.create_before_end {
             insert_all::<event::Entity, _>(
                 txn,
-                &[new_event(&old.id, EventType::BeforeEndLease, t, stamp)],
+                &[new_event(lease_id, EventType::BeforeEndLease, t, stamp)],
             )
             .await?;
         }
@@ -818,21 +688,15 @@ impl Services {
         self.authorize_on("blazar:leases:delete", caller, &lease)?;
         self.check_lease_tag(&*txn, if_match, &lease).await?;
         let status = lease.status;
-        if rules::is_transitional(status) {
-            return Err(DomainError::InvalidStatus(format!(
-                "Lease {} is {status}; retry when that operation has finished",
-                lease.id,
-            )));
-        }
+        lifecycle::check_deletable(&lease.id, status)?;
         let events = event::Entity::find()
             .filter(event::Column::LeaseId.eq(&lease.id))
             .all(&*txn)
             .await?;
-        if let Some(busy) = events.iter().find(|e| {
-            e.status == EventStatus::InProgress
-                && e.claimed_by.is_some()
-                && e.claim_expires_at.is_some_and(|t| t > now)
-        }) {
+        if let Some(busy) = events
+            .iter()
+            .find(|e| lifecycle::claim_is_live(&event_state(e), now))
+        {
             return Err(DomainError::InvalidStatus(format!(
                 "Lease {}: its {} event is running; retry when it has finished",
                 lease.id, busy.event_type
@@ -849,8 +713,7 @@ impl Services {
             // with them, ON DELETE CASCADE), and the hosts are free as soon as this commits.
             let work = load_work(&*txn, &lease.id).await?;
             let booked = work.as_ref().map(Work::host_ids).unwrap_or_default();
-            self.forget_lease(&txn, &lease.id, booked).await?;
-            self.commit(txn).await?;
+            self.forget_lease(txn, &lease.id, booked).await?;
             tracing::info!(lease_id = %lease.id, "lease deleted");
             if let Some(work) = work {
                 // As upstream, a lease deleted before its end is announced as ended.
@@ -948,8 +811,7 @@ impl Services {
         }
         match released {
             Ok(()) => {
-                self.forget_lease(&txn, &lease.id, work.host_ids()).await?;
-                self.commit(txn).await?;
+                self.forget_lease(txn, &lease.id, work.host_ids()).await?;
                 tracing::info!(lease_id = %lease.id, "running lease deleted; its hosts returned");
                 self.announce_end(&work);
                 self.changed("lease.delete", &lease, now).await;
@@ -990,28 +852,32 @@ impl Services {
     }
 
     /// Deletes the lease's rows (with its reservations, events and allocations) and its
-    /// bookings from the placement copy, in `txn`.
+    /// bookings of the hosts `booked` from the placement copy, and commits `txn`.
     pub(crate) async fn forget_lease(
         &self,
-        txn: &WriteTxn<'_>,
+        txn: WriteTxn<'_>,
         lease_id: &str,
         booked: Vec<i64>,
     ) -> Result<(), DbErr> {
+        let mut placement = self.placement.begin();
         lease::Entity::delete_by_id(lease_id.to_string())
-            .exec(&**txn)
+            .exec(&*txn)
             .await?;
         if !booked.is_empty() {
-            self.placement
-                .record_bookings(
-                    &**txn,
+            placement
+                .book(
+                    &*txn,
                     BookingChange {
-                        remove: vec![(lease_id.to_string(), booked)],
+                        remove: vec![LeaseBookings {
+                            lease: lease_id.to_string(),
+                            hosts: booked,
+                        }],
                         add: Vec::new(),
                     },
                 )
                 .await?;
         }
-        Ok(())
+        placement.commit(txn).await
     }
 
     /// After a lease that never ran (or has ended) is gone: its reservations' leftovers in
@@ -1042,142 +908,12 @@ impl Services {
     }
 }
 
-/// A reservation with an update's parameters, its filter, and whether its hosts are chosen again.
-pub(crate) type Merged = (reservation::Model, Filter, bool);
-
-/// Each stored reservation with the update's changes applied (in the stored order); `grew` (the
-/// window widened) re-plans them all. Refuses ids that are not the lease's and invalid values.
-pub(crate) fn merge_reservations(
-    stored: &[reservation::Model],
-    changes: &rules::LeaseChanges,
-    grew: bool,
-) -> Result<Vec<Merged>, DomainError> {
-    let known: HashSet<&str> = stored.iter().map(|r| r.id.as_str()).collect();
-    let unknown: Vec<String> = changes
-        .reservations
-        .iter()
-        .filter(|c| !known.contains(c.id.as_str()))
-        .map(|c| echo(&c.id, 40))
-        .collect();
-    if !unknown.is_empty() {
-        // Upstream's text, ids joined by a bare comma as it does.
-        return Err(DomainError::InvalidInput(format!(
-            "Please enter valid reservation IDs. Invalid reservation IDs are: {}",
-            unknown.join(",")
-        )));
-    }
-
-    let mut merged = Vec::with_capacity(stored.len());
-    for (i, r) in stored.iter().enumerate() {
-        let change = changes.reservations.iter().find(|c| c.id == r.id);
-        if let Some(t) = change.and_then(|c| c.resource_type.as_deref())
-            && t != r.resource_type
-        {
-            return Err(DomainError::CantUpdateParameter(format!(
-                "resource_type cannot be updated (reservation {} is {})",
-                r.id, r.resource_type
-            )));
-        }
-        let mut next = r.clone();
-        if let Some(c) = change {
-            next.min = c.min.unwrap_or(r.min);
-            next.max = c.max.unwrap_or(r.max);
-            if let Some(h) = &c.hypervisor_properties {
-                next.hypervisor_properties = h.clone();
-            }
-            if let Some(p) = &c.resource_properties {
-                next.resource_properties = p.clone();
-            }
-            if let Some(b) = c.before_end {
-                next.before_end = b;
-            }
-        }
-        rules::check_range(i, next.min, next.max)?;
-        let filter =
-            rules::parse_filters(i, &next.hypervisor_properties, &next.resource_properties)?;
-        let params_changed = next.min != r.min
-            || next.max != r.max
-            || next.hypervisor_properties != r.hypervisor_properties
-            || next.resource_properties != r.resource_properties;
-        merged.push((next, filter, params_changed || grew));
-    }
-
-    Ok(merged)
-}
-
-/// When hosts chosen in an update join the lease: a host joining a lease that has started joins
-/// it from now, not from its start.
-pub(crate) fn join_from(
-    old_start: NaiveDateTime,
-    start: NaiveDateTime,
-    now: NaiveDateTime,
-) -> NaiveDateTime {
-    if old_start <= now {
-        start.max(truncate_to_minute(now))
-    } else {
-        start
-    }
-}
-
-/// A reservation's filter and what host choice needs for it.
-pub(crate) type FilterNeed<'a> = (&'a Filter, Need<'a>);
-
-/// What host choice needs for each merged reservation of an update (running ones keep their
-/// hosts), and the reservations' (min, max); `held` gives the hosts a reservation holds now.
-pub(crate) fn update_needs<'a>(
-    merged: &'a [Merged],
-    held: impl Fn(&str) -> &'a [i64],
-) -> (Vec<FilterNeed<'a>>, Vec<(i32, i32)>) {
-    let needs = merged
-        .iter()
-        .map(|(r, filter, replan)| {
-            (
-                filter,
-                Need {
-                    matching: &[],
-                    min: r.min as usize,
-                    max: r.max as usize,
-                    held: held(&r.id),
-                    replan: *replan,
-                    keep_held: r.status == ReservationStatus::Active,
-                },
-            )
-        })
-        .collect();
-    let bounds = merged.iter().map(|(r, _, _)| (r.min, r.max)).collect();
-    (needs, bounds)
-}
-
-/// Hosts that joined (`added`) and left (`released`) a running reservation in an update.
-struct HostMoves {
-    reservation_id: String,
-    added: Vec<i64>,
-    released: Vec<i64>,
-}
-
-pub(crate) fn plan_error(
-    e: PlanError,
-    bounds: &[(i32, i32)],
-    start: NaiveDateTime,
-    end: NaiveDateTime,
-) -> DomainError {
-    match e {
-        PlanError::Shortage { index, shortage } => DomainError::NotEnoughHostsAvailable(format!(
-            "reservation {index} asks for {} to {} hosts; {} match its filters and {} of them \
-             are free from {} to {}",
-            bounds[index].0,
-            bounds[index].1,
-            shortage.matching,
-            shortage.free,
-            format_lease_date(start),
-            format_lease_date(end)
-        )),
-        // Upstream answers this case (an active reservation would lose a host) with its
-        // NotEnoughHostsAvailable text; the name and status stay ours.
-        PlanError::HeldHostLost { index, host, why } => DomainError::CantUpdateParameter(format!(
-            "Not enough hosts available: reservation {index} is active and its host {host} \
-             {why}; the update is refused"
-        )),
+/// What the update's rules need of the stored lease.
+pub(crate) fn current_of(l: &lease::Model) -> CurrentLease {
+    CurrentLease {
+        start: l.start_date,
+        end: l.end_date,
+        status: l.status,
     }
 }
 
@@ -1278,15 +1014,15 @@ fn new_event(
 
 fn new_allocation(
     host: i64,
-    r: &reservation::Model,
-    start: NaiveDateTime,
-    end: NaiveDateTime,
+    reservation_id: &str,
+    lease_id: &str,
+    (start, end): (NaiveDateTime, NaiveDateTime),
     stamp: NaiveDateTime,
 ) -> allocation::ActiveModel {
     allocation::ActiveModel {
         host_id: Set(host),
-        reservation_id: Set(r.id.clone()),
-        lease_id: Set(r.lease_id.clone()),
+        reservation_id: Set(reservation_id.to_string()),
+        lease_id: Set(lease_id.to_string()),
         start_date: Set(start),
         end_date: Set(end),
         created_at: Set(stamp),

@@ -74,15 +74,11 @@ pub struct Services {
 impl LeaseEnd for Arc<Services> {
     async fn forget_lease(
         &self,
-        txn: &WriteTxn<'_>,
+        txn: WriteTxn<'_>,
         lease_id: &str,
         booked: Vec<i64>,
     ) -> Result<(), sea_orm::DbErr> {
         Services::forget_lease(self, txn, lease_id, booked).await
-    }
-
-    fn forget_bookings(&self) {
-        self.placement.forget();
     }
 
     fn announce_end(&self, work: &Work) {

@@ -1,145 +1,45 @@
-//! The database side of host choice: the host inventory and the bookings, kept in memory.
+//! The database side of host choice: the placement copy ([`PlacementCache`]) and the one door
+//! through which writers use it ([`Placement`]).
 //!
 //! Choosing hosts reads every host's capabilities and every host's bookings; at 10,000 hosts and
 //! 100,000 leases, reading them from the database for each request would dominate its cost. So
-//! each instance keeps a copy ([`PlacementCache`]) and a pair of version counters in the
-//! database (`placement_versions`) says when it is stale: every transaction that changes hosts
-//! or bookings bumps one, and a writer that finds a version it did not write reloads that part.
-//! The copy is only a guide: before booking, the chosen hosts are checked in the database, inside
-//! the same serialized write transaction ([`verify_free`]). The choice itself is
-//! `domain::allocation::plan`.
+//! each instance keeps a copy (a `domain::placement::World`) and a pair of version counters in
+//! the database (`placement_versions`) says when it is stale: every transaction that changes
+//! hosts or bookings bumps one, and a writer that finds a version it did not write reloads that
+//! part. The copy is only a guide: before booking, the chosen hosts are checked in the database,
+//! inside the same serialized write transaction ([`verify_free`]).
+//!
+//! A writer never drives the copy by hand: [`PlacementCache::begin`] gives a [`Placement`] for
+//! one write transaction, which chooses (refresh, plan, check, reload once if stale), books
+//! (bumps the version, applies the change) and commits the transaction; dropped without a
+//! successful commit after it booked, it forgets the copy, which can then describe what never
+//! was. Readers use [`PlacementCache::read`] and [`PlacementCache::inventory`].
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
-use chrono::{NaiveDateTime, TimeDelta};
+use chrono::NaiveDateTime;
 use entity::{allocation, host, host_capability, placement_version};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
 
-use crate::domain::filter::{AttrValue, Filter};
+use crate::{
+    db::WriteTxn,
+    domain::{
+        DomainError,
+        placement::{
+            BOOKING_HORIZON, Booking, BookingChange, BookingRow, CapabilityRow, HostIndex,
+            HostNeed, World, attach_capabilities, bookings_by_host, plan_refusal,
+        },
+    },
+};
 
-/// A host with its capabilities, as filters see it.
-#[derive(Debug, Clone)]
-pub struct HostRecord {
-    pub host: host::Model,
-    /// Capabilities sorted by name.
-    pub capabilities: Vec<(String, String)>,
-}
-
-/// The hosts as filters see them: every column and capability as an attribute with an interned
-/// key id and its value parsed once, so that matching 10,000 hosts is cheap.
-#[derive(Debug, Default)]
-pub struct HostIndex {
-    keys: HashMap<String, u32>,
-    rows: Vec<IndexedHost>,
-    /// The hosts each recent filter matched: leases mostly repeat a few filters (one per flavour
-    /// of machine), and matching 10,000 hosts again for each create was a seventh of its CPU.
-    /// Rebuilt with the index, so it never outlives a change of the hosts.
-    matched: HashMap<Filter, Arc<[i64]>>,
-}
-
-/// Filters whose matches [`HostIndex`] remembers; past it, it forgets them all and starts again.
-const MATCHED_FILTERS: usize = 256;
-
-#[derive(Debug)]
-struct IndexedHost {
-    id: i64,
-    reservable: bool,
-    /// Sorted by key id.
-    attrs: Vec<(u32, AttrValue)>,
-}
-
-impl HostIndex {
-    pub fn build(hosts: &[HostRecord]) -> Self {
-        let mut keys: HashMap<String, u32> = HashMap::new();
-        let mut intern = |k: &str| {
-            let next = keys.len() as u32;
-            *keys.entry(k.to_string()).or_insert(next)
-        };
-        let rows = hosts
-            .iter()
-            .map(|r| {
-                let h = &r.host;
-                let mut attrs: Vec<(u32, AttrValue)> = [
-                    ("id", Some(h.id.to_string())),
-                    ("hypervisor_hostname", Some(h.hypervisor_hostname.clone())),
-                    ("hypervisor_type", Some(h.hypervisor_type.clone())),
-                    ("hypervisor_version", Some(h.hypervisor_version.to_string())),
-                    ("vcpus", Some(h.vcpus.to_string())),
-                    ("memory_mb", Some(h.memory_mb.to_string())),
-                    ("local_gb", Some(h.local_gb.to_string())),
-                    ("cpu_info", Some(h.cpu_info.clone())),
-                    ("service_name", Some(h.service_name.clone())),
-                    ("availability_zone", Some(h.availability_zone.clone())),
-                    ("status", h.status.clone()),
-                    ("reservable", Some(h.reservable.to_string())),
-                    ("trust_id", h.trust_id.clone()),
-                ]
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-                .chain(r.capabilities.iter().cloned())
-                .map(|(k, v)| (intern(&k), AttrValue::new(v)))
-                .collect();
-                attrs.sort_by_key(|(k, _)| *k);
-                IndexedHost {
-                    id: h.id,
-                    reservable: h.reservable,
-                    attrs,
-                }
-            })
-            .collect();
-        Self {
-            keys,
-            rows,
-            matched: HashMap::new(),
-        }
-    }
-
-    /// Reservable hosts that match `filter`, in id order.
-    pub fn matching(&mut self, filter: &Filter) -> Arc<[i64]> {
-        if let Some(hosts) = self.matched.get(filter) {
-            return hosts.clone();
-        }
-        let hosts: Arc<[i64]> = self.scan(filter).into();
-        if self.matched.len() >= MATCHED_FILTERS {
-            self.matched.clear();
-        }
-        self.matched.insert(filter.clone(), hosts.clone());
-        hosts
-    }
-
-    /// Every host that matches `filter`, reservable or not, in id order (not remembered: plans
-    /// and calendars ask for it, creates do not).
-    pub fn matching_any(&self, filter: &Filter) -> Vec<i64> {
-        self.scan_where(filter, false)
-    }
-
-    fn scan(&self, filter: &Filter) -> Vec<i64> {
-        self.scan_where(filter, true)
-    }
-
-    fn scan_where(&self, filter: &Filter, reservable_only: bool) -> Vec<i64> {
-        let compiled = filter.compile(&|k: &str| self.keys.get(k).copied());
-        self.rows
-            .iter()
-            .filter(|row| {
-                (row.reservable || !reservable_only)
-                    && compiled.matches(&|key: u32| {
-                        row.attrs
-                            .binary_search_by_key(&key, |(k, _)| *k)
-                            .ok()
-                            .map(|i| &row.attrs[i].1)
-                    })
-            })
-            .map(|row| row.id)
-            .collect()
-    }
-}
+// Where the service layer and the API name a host record; the type is the domain's.
+pub use crate::domain::placement::HostRecord;
 
 /// Every host with its capabilities, in id order.
 pub async fn load_inventory(conn: &impl ConnectionTrait) -> Result<Vec<HostRecord>, DbErr> {
@@ -151,12 +51,12 @@ pub async fn load_inventory(conn: &impl ConnectionTrait) -> Result<Vec<HostRecor
     Ok(attach_capabilities(hosts, caps))
 }
 
-/// (host id, name, value) of the capabilities of `hosts` (of every host when `None`). Only the
-/// shown columns: decoding each timestamp costs a date parse, thousands of them in a listing.
+/// The capabilities of `hosts` (of every host when `None`). Only the shown columns: decoding
+/// each timestamp costs a date parse, thousands of them in a listing.
 pub async fn capabilities_of(
     conn: &impl ConnectionTrait,
     hosts: Option<&[i64]>,
-) -> Result<Vec<(i64, String, String)>, DbErr> {
+) -> Result<Vec<CapabilityRow>, DbErr> {
     let mut q = host_capability::Entity::find()
         .select_only()
         .column(host_capability::Column::HostId)
@@ -165,212 +65,149 @@ pub async fn capabilities_of(
     if let Some(ids) = hosts {
         q = q.filter(host_capability::Column::HostId.is_in(ids.iter().copied()));
     }
-    q.into_tuple().all(conn).await
-}
-
-/// Joins hosts (in id order) with their capabilities.
-pub fn attach_capabilities(
-    hosts: Vec<host::Model>,
-    caps: Vec<(i64, String, String)>,
-) -> Vec<HostRecord> {
-    let mut by_host: HashMap<i64, Vec<(String, String)>> = HashMap::new();
-    for (host, name, value) in caps {
-        by_host.entry(host).or_default().push((name, value));
-    }
-    hosts
+    let rows: Vec<(i64, String, String)> = q.into_tuple().all(conn).await?;
+    Ok(rows
         .into_iter()
-        .map(|host| {
-            let mut capabilities = by_host.remove(&host.id).unwrap_or_default();
-            capabilities.sort();
-            HostRecord { host, capabilities }
+        .map(|(host_id, name, value)| CapabilityRow {
+            host_id,
+            name,
+            value,
         })
-        .collect()
+        .collect())
 }
 
-/// Bookings that ended this long ago are not kept: no new window can reach back that far (a lease
-/// starts at most a minute in the past, and hosts join a running lease from now on).
-const BOOKING_HORIZON: TimeDelta = TimeDelta::hours(1);
-
-/// One host booked by one lease over `[start, end)`.
-#[derive(Debug, Clone)]
-pub struct Booking {
-    pub start: NaiveDateTime,
-    pub end: NaiveDateTime,
-    pub lease: Arc<str>,
-}
-
-/// The in-memory copy of the hosts and their bookings.
-///
-/// A host's bookings never overlap one another (each was checked against the others in the
-/// database before it was written), so each host's list, kept sorted by start, is sorted by end
-/// too, and both questions a create asks of every matching host are binary searches: scanning
-/// the lists made a create's cost grow with the number of leases.
+/// The copy with the versions of the database it reflects.
 #[derive(Debug)]
-pub struct World {
+struct Copy {
     hosts_version: i64,
     bookings_version: i64,
-    pub hosts: HostIndex,
-    /// The records `hosts` was built from, in id order: what host listings show.
-    inventory: Arc<[HostRecord]>,
-    bookings: HashMap<i64, Vec<Booking>>,
+    world: World,
 }
 
-impl World {
-    /// Whether a lease other than `except` books `host` for part of `[start, end)`. Windows that
-    /// only touch do not overlap.
-    pub fn busy(
-        &self,
-        host: i64,
-        start: NaiveDateTime,
-        end: NaiveDateTime,
-        except: Option<&str>,
-    ) -> bool {
-        self.bookings.get(&host).is_some_and(|list| {
-            let first = list.partition_point(|b| b.end <= start);
-            list[first..]
-                .iter()
-                .take_while(|b| b.start < end)
-                .any(|b| except != Some(&*b.lease))
-        })
-    }
-
-    /// The bookings of `host` that end after the copy's horizon, sorted by start (and so by
-    /// end: they never overlap).
-    pub fn bookings_of(&self, host: i64) -> &[Booking] {
-        self.bookings.get(&host).map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    /// The host `id` with its capabilities.
-    pub fn record(&self, id: i64) -> Option<&HostRecord> {
-        self.inventory
-            .binary_search_by_key(&id, |r| r.host.id)
-            .ok()
-            .map(|i| &self.inventory[i])
-    }
-
-    /// Current and future bookings of `host`.
-    pub fn usage(&self, host: i64, now: NaiveDateTime) -> u64 {
-        self.bookings.get(&host).map_or(0, |list| {
-            (list.len() - list.partition_point(|b| b.end <= now)) as u64
-        })
+impl Copy {
+    fn new(versions: &placement_version::Model, hosts: HostsPart, bookings: Bookings) -> Self {
+        Self {
+            hosts_version: versions.hosts,
+            bookings_version: versions.bookings,
+            world: World::new(hosts.index, hosts.inventory, bookings),
+        }
     }
 }
 
-/// What a write transaction changed in the bookings, to apply to the copy.
-#[derive(Debug, Default)]
-pub struct BookingChange {
-    /// Leases whose bookings all go away (deleted, or replaced by `add`), with the hosts they
-    /// held (so that only those hosts' lists are touched).
-    pub remove: Vec<(String, Vec<i64>)>,
-    /// New bookings: host, start, end, lease.
-    pub add: Vec<(i64, NaiveDateTime, NaiveDateTime, String)>,
+/// Every host's bookings, as the copy keeps them.
+type Bookings = HashMap<i64, Vec<Booking>>;
+
+/// Who brings the copy up to date, which decides what counts as stale.
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    /// A writer holds the write turn: its snapshot is the newest, so a part of any other
+    /// version (older, or -1 after a change of the hosts) is reloaded.
+    Write,
+    /// Readers may run in any order with writers, so a reader only ever moves the copy forward
+    /// (versions only grow): an older snapshot never replaces what a writer has just loaded.
+    Read,
 }
 
+impl Turn {
+    /// Whether a part of the copy at version `have` is reloaded for a snapshot at `want`.
+    fn stale(self, have: i64, want: i64) -> bool {
+        match self {
+            Turn::Write => have != want,
+            Turn::Read => have < want,
+        }
+    }
+}
+
+/// This instance's copy of the hosts and their bookings.
 #[derive(Debug, Default)]
 pub struct PlacementCache {
-    world: Mutex<Option<World>>,
+    copy: Mutex<Option<Copy>>,
 }
 
 impl PlacementCache {
-    /// Brings the copy up to date; call inside a write transaction (writers are serialized, so
-    /// nobody changes hosts or bookings until it commits).
-    pub async fn refresh(
+    /// The copy for one write transaction: choose, book, commit through it.
+    pub fn begin(&self) -> Placement<'_> {
+        Placement {
+            cache: self,
+            booked: false,
+        }
+    }
+
+    /// Brings the copy up to date and runs `f` on it; inside a write transaction (writers are
+    /// serialized, so nobody changes hosts or bookings until it commits).
+    async fn refreshed<R>(
         &self,
         conn: &impl ConnectionTrait,
         now: NaiveDateTime,
-    ) -> Result<(), DbErr> {
-        let versions = versions(conn).await?;
-        let (hosts_stale, bookings_stale) = {
-            let w = self.world.lock().expect("placement cache");
-            match w.as_ref() {
-                None => (true, true),
-                Some(w) => (
-                    w.hosts_version != versions.hosts,
-                    w.bookings_version != versions.bookings,
-                ),
-            }
-        };
-        let (hosts, bookings) = load_parts(conn, hosts_stale, bookings_stale, now).await?;
-        let mut w = self.world.lock().expect("placement cache");
-        match (w.as_mut(), hosts, bookings) {
-            (Some(world), hosts, bookings) => {
-                if let Some((index, inventory)) = hosts {
-                    world.hosts = index;
-                    world.inventory = inventory;
-                }
-                if let Some(b) = bookings {
-                    world.bookings = b;
-                }
-                world.hosts_version = versions.hosts;
-                world.bookings_version = versions.bookings;
-            }
-            (None, Some((hosts, inventory)), Some(bookings)) => {
-                *w = Some(World {
-                    hosts_version: versions.hosts,
-                    bookings_version: versions.bookings,
-                    hosts,
-                    inventory,
-                    bookings,
-                });
-            }
-            (None, _, _) => unreachable!("an empty cache reloads both parts"),
-        }
-        Ok(())
+        f: impl FnOnce(&mut World) -> R,
+    ) -> Result<R, DbErr> {
+        self.up_to_date(conn, now, Turn::Write, f).await
     }
 
     /// Brings the copy up to `conn`'s snapshot for a reader (plans, availability, calendars,
-    /// which never take the write turn): what is older than the snapshot is loaded, and what is
-    /// newer (a writer moved it forward meanwhile) is kept, as [`PlacementCache::inventory`]
-    /// does.
-    pub async fn refresh_for_read(
+    /// enforcement's candidates, which never take the write turn) and runs `f` on it. `f` runs
+    /// under the copy's lock (writers wait for it): it should copy out what it needs and
+    /// compute outside.
+    pub async fn read<R>(
         &self,
         conn: &impl ConnectionTrait,
         now: NaiveDateTime,
-    ) -> Result<(), DbErr> {
+        f: impl FnOnce(&mut World) -> R,
+    ) -> Result<R, DbErr> {
+        self.up_to_date(conn, now, Turn::Read, f).await
+    }
+
+    /// Loads the parts of the copy that are stale for `conn`'s snapshot, installs them, and
+    /// runs `f` on the copy under the same lock (so that no failed commit drops it in between).
+    async fn up_to_date<R>(
+        &self,
+        conn: &impl ConnectionTrait,
+        now: NaiveDateTime,
+        turn: Turn,
+        f: impl FnOnce(&mut World) -> R,
+    ) -> Result<R, DbErr> {
         let versions = versions(conn).await?;
-        // Twice at most: a writer may drop the copy while we read (a failed commit).
+        // Twice at most: a writer may drop the copy while a reader loads (a failed commit).
         for _ in 0..2 {
-            let (hosts_old, bookings_old) = {
-                let w = self.world.lock().expect("placement cache");
-                match w.as_ref() {
+            let (hosts_stale, bookings_stale) = {
+                let c = self.copy.lock().expect("placement cache");
+                match c.as_ref() {
                     None => (true, true),
-                    Some(w) => (
-                        w.hosts_version < versions.hosts,
-                        w.bookings_version < versions.bookings,
+                    Some(c) => (
+                        turn.stale(c.hosts_version, versions.hosts),
+                        turn.stale(c.bookings_version, versions.bookings),
                     ),
                 }
             };
-            let (hosts, bookings) = load_parts(conn, hosts_old, bookings_old, now).await?;
-            let mut w = self.world.lock().expect("placement cache");
-            match (w.as_mut(), hosts, bookings) {
-                (Some(world), hosts, bookings) => {
-                    if let Some((index, inventory)) = hosts
-                        && world.hosts_version < versions.hosts
+            let parts = load_parts(conn, hosts_stale, bookings_stale, now).await?;
+            let mut c = self.copy.lock().expect("placement cache");
+            let copy = match (c.as_mut(), parts) {
+                (Some(copy), parts) => {
+                    // Asked again under the lock: another reader may have moved it meanwhile.
+                    if let Some(h) = parts.hosts
+                        && turn.stale(copy.hosts_version, versions.hosts)
                     {
-                        world.hosts = index;
-                        world.inventory = inventory;
-                        world.hosts_version = versions.hosts;
+                        copy.world.set_hosts(h.index, h.inventory);
+                        copy.hosts_version = versions.hosts;
                     }
-                    if let Some(b) = bookings
-                        && world.bookings_version < versions.bookings
+                    if let Some(b) = parts.bookings
+                        && turn.stale(copy.bookings_version, versions.bookings)
                     {
-                        world.bookings = b;
-                        world.bookings_version = versions.bookings;
+                        copy.world.set_bookings(b);
+                        copy.bookings_version = versions.bookings;
                     }
-                    return Ok(());
+                    copy
                 }
-                (None, Some((index, inventory)), Some(bookings)) => {
-                    *w = Some(World {
-                        hosts_version: versions.hosts,
-                        bookings_version: versions.bookings,
-                        hosts: index,
-                        inventory,
-                        bookings,
-                    });
-                    return Ok(());
-                }
-                (None, _, _) => continue,
-            }
+                (
+                    None,
+                    Parts {
+                        hosts: Some(hosts),
+                        bookings: Some(bookings),
+                    },
+                ) => c.insert(Copy::new(&versions, hosts, bookings)),
+                (None, _) => continue,
+            };
+            return Ok(f(&mut copy.world));
         }
         Err(DbErr::Custom(
             "the placement copy was dropped twice while being read".into(),
@@ -386,92 +223,144 @@ impl PlacementCache {
     pub async fn inventory(&self, conn: &impl ConnectionTrait) -> Result<Arc<[HostRecord]>, DbErr> {
         let version = versions(conn).await?.hosts;
         {
-            let w = self.world.lock().expect("placement cache");
-            if let Some(world) = w.as_ref().filter(|w| w.hosts_version == version) {
-                return Ok(world.inventory.clone());
+            let c = self.copy.lock().expect("placement cache");
+            if let Some(copy) = c.as_ref().filter(|c| c.hosts_version == version) {
+                return Ok(copy.world.inventory().clone());
             }
         }
         let inventory: Arc<[HostRecord]> = load_inventory(conn).await?.into();
         let index = HostIndex::build(&inventory);
-        let mut w = self.world.lock().expect("placement cache");
-        match w.as_mut() {
-            Some(world) if world.hosts_version < version => {
-                world.hosts = index;
-                world.inventory = inventory.clone();
-                world.hosts_version = version;
+        let mut c = self.copy.lock().expect("placement cache");
+        match c.as_mut() {
+            Some(copy) if copy.hosts_version < version => {
+                copy.world.set_hosts(index, inventory.clone());
+                copy.hosts_version = version;
             }
             Some(_) => {}
             // No bookings yet: -1 is never a version, so the first writer loads them.
             None => {
-                *w = Some(World {
+                *c = Some(Copy {
                     hosts_version: version,
                     bookings_version: -1,
-                    hosts: index,
-                    inventory: inventory.clone(),
-                    bookings: HashMap::new(),
+                    world: World::new(index, inventory.clone(), HashMap::new()),
                 })
             }
         }
         Ok(inventory)
     }
 
-    /// Reads the (refreshed) copy.
-    pub fn with<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
-        let mut w = self.world.lock().expect("placement cache");
-        f(w.as_mut().expect("refresh() comes first"))
+    /// Drops the copy (after a failed commit, or when it proved wrong).
+    fn forget(&self) {
+        *self.copy.lock().expect("placement cache") = None;
+    }
+}
+
+/// One write transaction's use of the placement copy: [`Placement::choose`] hosts,
+/// [`Placement::book`] what was written, then [`Placement::commit`] the transaction. If it is
+/// dropped after booking without a successful commit (an error, a failed commit), the copy is
+/// forgotten and reloaded before its next use: it would describe bookings that never were.
+#[must_use = "a booking is kept only through Placement::commit"]
+pub struct Placement<'c> {
+    cache: &'c PlacementCache,
+    /// The copy holds a change of this transaction that is not committed yet.
+    booked: bool,
+}
+
+impl Placement<'_> {
+    /// Chooses hosts for `needs` over `[start, end)` (ignoring lease `except`'s bookings) in the
+    /// copy, brought up to date, then checks them in the database. If the copy proved stale
+    /// (another instance booked a host it did not know of), reloads it and chooses again.
+    pub async fn choose(
+        &mut self,
+        conn: &impl ConnectionTrait,
+        now: NaiveDateTime,
+        needs: &[HostNeed<'_>],
+        (start, end): (NaiveDateTime, NaiveDateTime),
+        except: Option<&str>,
+    ) -> Result<Vec<Vec<i64>>, DomainError> {
+        for attempt in 0..2 {
+            let chosen = self
+                .cache
+                .refreshed(conn, now, |w| w.plan(needs, start, end, except, now))
+                .await?
+                .map_err(|e| plan_refusal(e, needs, start, end))?;
+            let picked: Vec<i64> = needs
+                .iter()
+                .zip(&chosen)
+                .filter(|(n, _)| n.need.replan)
+                .flat_map(|(_, hosts)| hosts.iter().copied())
+                .collect();
+            let clash = verify_free(conn, &picked, start, end, except).await?;
+            if clash.is_empty() {
+                return Ok(chosen);
+            }
+            tracing::warn!(
+                ?clash,
+                attempt,
+                "the placement copy was stale; reloading it"
+            );
+            self.cache.forget();
+        }
+        Err(DomainError::Internal(
+            "the hosts chosen were booked even after reloading the bookings".into(),
+        ))
     }
 
-    /// Records a change of the bookings made by the current transaction: bumps the version in the
-    /// database and applies the change to the copy. If the transaction then fails to commit,
-    /// call [`PlacementCache::forget`].
-    pub async fn record_bookings(
-        &self,
+    /// Records a change of the bookings written in this transaction: bumps the version in the
+    /// database and applies the change to the copy.
+    pub async fn book(
+        &mut self,
         conn: &impl ConnectionTrait,
         change: BookingChange,
     ) -> Result<(), DbErr> {
         bump(conn, placement_version::Column::Bookings).await?;
-        let mut w = self.world.lock().expect("placement cache");
-        if let Some(world) = w.as_mut() {
-            world.bookings_version += 1;
-            for (lease, hosts) in &change.remove {
-                for host in hosts {
-                    if let Some(list) = world.bookings.get_mut(host) {
-                        list.retain(|b| *b.lease != **lease);
-                    }
-                }
-            }
-            for (host, start, end, lease) in change.add {
-                let list = world.bookings.entry(host).or_default();
-                let at = list.partition_point(|b| b.start < start);
-                list.insert(
-                    at,
-                    Booking {
-                        start,
-                        end,
-                        lease: lease.into(),
-                    },
-                );
-            }
+        self.booked = true;
+        let mut c = self.cache.copy.lock().expect("placement cache");
+        if let Some(copy) = c.as_mut() {
+            copy.bookings_version += 1;
+            copy.world.apply(change);
         }
         Ok(())
     }
 
-    /// Records a change of the hosts (enrolled, updated, deleted): the next writer reloads them.
-    pub async fn record_hosts(&self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
+    /// Records a change of the hosts (enrolled, updated, deleted) written in this transaction:
+    /// the next writer reloads them.
+    pub async fn hosts_changed(&mut self, conn: &impl ConnectionTrait) -> Result<(), DbErr> {
         bump(conn, placement_version::Column::Hosts).await?;
-        if let Some(world) = self.world.lock().expect("placement cache").as_mut() {
-            world.hosts_version = -1;
+        if let Some(copy) = self.cache.copy.lock().expect("placement cache").as_mut() {
+            copy.hosts_version = -1;
         }
         Ok(())
     }
 
-    /// Drops the copy (after a failed commit, or when it proved wrong).
-    pub fn forget(&self) {
-        *self.world.lock().expect("placement cache") = None;
+    /// Commits the transaction; the copy keeps this transaction's bookings only if that
+    /// succeeds.
+    pub async fn commit(mut self, txn: WriteTxn<'_>) -> Result<(), DbErr> {
+        txn.commit().await?;
+        self.booked = false;
+        Ok(())
     }
 }
 
-type HostsPart = (HostIndex, Arc<[HostRecord]>);
+impl Drop for Placement<'_> {
+    fn drop(&mut self) {
+        if self.booked {
+            self.cache.forget();
+        }
+    }
+}
+
+/// The hosts part of the copy.
+struct HostsPart {
+    index: HostIndex,
+    inventory: Arc<[HostRecord]>,
+}
+
+/// The parts of the copy read from the database; `None` for a part not asked for.
+struct Parts {
+    hosts: Option<HostsPart>,
+    bookings: Option<Bookings>,
+}
 
 /// The parts of the copy asked for, read from `conn`.
 async fn load_parts(
@@ -479,10 +368,13 @@ async fn load_parts(
     hosts: bool,
     bookings: bool,
     now: NaiveDateTime,
-) -> Result<(Option<HostsPart>, Option<HashMap<i64, Vec<Booking>>>), DbErr> {
+) -> Result<Parts, DbErr> {
     let hosts = if hosts {
         let inventory: Arc<[HostRecord]> = load_inventory(conn).await?.into();
-        Some((HostIndex::build(&inventory), inventory))
+        Some(HostsPart {
+            index: HostIndex::build(&inventory),
+            inventory,
+        })
     } else {
         None
     };
@@ -491,7 +383,7 @@ async fn load_parts(
     } else {
         None
     };
-    Ok((hosts, bookings))
+    Ok(Parts { hosts, bookings })
 }
 
 async fn versions(conn: &impl ConnectionTrait) -> Result<placement_version::Model, DbErr> {
@@ -514,7 +406,7 @@ async fn bump(conn: &impl ConnectionTrait, column: placement_version::Column) ->
 async fn load_bookings(
     conn: &impl ConnectionTrait,
     since: NaiveDateTime,
-) -> Result<HashMap<i64, Vec<Booking>>, DbErr> {
+) -> Result<Bookings, DbErr> {
     let rows: Vec<(i64, NaiveDateTime, NaiveDateTime, String)> = allocation::Entity::find()
         .select_only()
         .column(allocation::Column::HostId)
@@ -525,26 +417,21 @@ async fn load_bookings(
         .into_tuple()
         .all(conn)
         .await?;
-    let mut leases: HashMap<String, Arc<str>> = HashMap::new();
-    let mut out: HashMap<i64, Vec<Booking>> = HashMap::new();
-    for (host, start, end, lease) in rows {
-        let lease = leases
-            .entry(lease)
-            .or_insert_with_key(|k| Arc::from(k.as_str()))
-            .clone();
-        out.entry(host)
-            .or_default()
-            .push(Booking { start, end, lease });
-    }
-    for list in out.values_mut() {
-        list.sort_unstable_by_key(|b| b.start);
-    }
-    Ok(out)
+    Ok(bookings_by_host(
+        rows.into_iter()
+            .map(|(host, start, end, lease)| BookingRow {
+                host,
+                start,
+                end,
+                lease,
+            })
+            .collect(),
+    ))
 }
 
 /// Of `hosts`, those booked in the database by a lease other than `except_lease` for part of
 /// `[start, end)`: the check that makes a booking safe whatever the copy said.
-pub async fn verify_free(
+async fn verify_free(
     conn: &impl ConnectionTrait,
     hosts: &[i64],
     start: NaiveDateTime,
@@ -565,70 +452,4 @@ pub async fn verify_free(
         q = q.filter(allocation::Column::LeaseId.ne(lease));
     }
     q.into_tuple::<i64>().all(conn).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(day: u32, hour: u32) -> NaiveDateTime {
-        chrono::NaiveDate::from_ymd_opt(2030, 1, day)
-            .and_then(|d| d.and_hms_opt(hour, 0, 0))
-            .expect("a date")
-    }
-
-    /// Host 1 booked by "a" on day 2, "b" on day 4 and "c" on days 6-8 (loaded out of order).
-    fn world() -> World {
-        let booking = |start, end, lease: &str| Booking {
-            start,
-            end,
-            lease: lease.into(),
-        };
-        let mut bookings = HashMap::from([(
-            1,
-            vec![
-                booking(at(6, 0), at(8, 0), "c"),
-                booking(at(2, 0), at(3, 0), "a"),
-                booking(at(4, 0), at(5, 0), "b"),
-            ],
-        )]);
-        for list in bookings.values_mut() {
-            list.sort_unstable_by_key(|b| b.start);
-        }
-        World {
-            hosts_version: 0,
-            bookings_version: 0,
-            hosts: HostIndex::default(),
-            inventory: Arc::from([]),
-            bookings,
-        }
-    }
-
-    #[test]
-    fn busy_finds_every_overlap_and_only_overlaps() {
-        let w = world();
-        // Touching windows do not overlap.
-        assert!(!w.busy(1, at(1, 0), at(2, 0), None));
-        assert!(!w.busy(1, at(3, 0), at(4, 0), None));
-        assert!(!w.busy(1, at(8, 0), at(9, 0), None));
-        assert!(w.busy(1, at(2, 12), at(2, 13), None));
-        assert!(w.busy(1, at(7, 0), at(9, 0), None));
-        assert!(w.busy(1, at(1, 0), at(30, 0), None));
-        // Another host, or the only overlapping booking is the lease itself.
-        assert!(!w.busy(2, at(1, 0), at(30, 0), None));
-        assert!(!w.busy(1, at(4, 0), at(5, 0), Some("b")));
-        // The lease's own booking is skipped, the next one still counts.
-        assert!(w.busy(1, at(4, 0), at(7, 0), Some("b")));
-        assert!(w.busy(1, at(1, 0), at(30, 0), Some("a")));
-    }
-
-    #[test]
-    fn usage_counts_bookings_not_yet_ended() {
-        let w = world();
-        assert_eq!(w.usage(1, at(1, 0)), 3);
-        assert_eq!(w.usage(1, at(3, 0)), 2);
-        assert_eq!(w.usage(1, at(7, 0)), 1);
-        assert_eq!(w.usage(1, at(8, 0)), 0);
-        assert_eq!(w.usage(2, at(1, 0)), 0);
-    }
 }

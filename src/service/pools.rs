@@ -10,7 +10,8 @@ use super::Services;
 use crate::domain::{
     DomainError,
     dates::truncate_to_second,
-    lease::{self as rules, EventStatus, EventType, LeaseStatus},
+    lease::{EventStatus, EventType, LeaseStatus},
+    lifecycle,
     pools::{Expected, Running},
 };
 
@@ -111,7 +112,7 @@ impl Services {
                 .all(&txn)
                 .await?;
             for (id, status, project) in chunk {
-                let busy = rules::is_transitional(*status);
+                let busy = lifecycle::is_transitional(*status);
                 let held = by_lease.remove(id).unwrap_or_default();
                 if busy {
                     unsettled.extend(held.iter().map(|(_, h)| *h));
@@ -207,10 +208,11 @@ impl Services {
                 reservable: want,
             });
         }
+        let mut placement = self.placement.begin();
         if !changes.is_empty() {
-            self.placement.record_hosts(&*txn).await?;
+            placement.hosts_changed(&*txn).await?;
         }
-        txn.commit().await?;
+        placement.commit(txn).await?;
         Ok(changes)
     }
 }
