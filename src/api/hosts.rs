@@ -22,7 +22,7 @@ use crate::{
     domain::dates::{format_lease_date, format_timestamp},
     service::{
         Services,
-        hosts::{AllocationQuery, HostAllocations},
+        hosts::{AllocationQuery, HostAllocations, HostPage},
         idempotency::{Created, Once},
         placement::HostRecord,
     },
@@ -78,6 +78,96 @@ impl From<HostRecord> for HostView {
             updated_at: h.updated_at.map(format_timestamp).into(),
             capabilities: r.capabilities.into_iter().collect(),
         }
+    }
+}
+
+/// A host's JSON written straight from the shared inventory record, field for field as
+/// [`HostView`] serializes (a unit test holds the two together): the list pages use it, so that
+/// a page of 1,000 hosts clones no string.
+struct HostOut<'a>(&'a HostRecord);
+
+impl serde::Serialize for HostOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let h = &self.0.host;
+        let mut m = s.serialize_map(Some(15 + self.0.capabilities.len()))?;
+        m.serialize_entry("id", &format_args!("{}", h.id))?;
+        m.serialize_entry("hypervisor_hostname", &h.hypervisor_hostname)?;
+        m.serialize_entry("hypervisor_type", &h.hypervisor_type)?;
+        m.serialize_entry("hypervisor_version", &h.hypervisor_version)?;
+        m.serialize_entry("vcpus", &h.vcpus)?;
+        m.serialize_entry("memory_mb", &h.memory_mb)?;
+        m.serialize_entry("local_gb", &h.local_gb)?;
+        m.serialize_entry("cpu_info", &h.cpu_info)?;
+        m.serialize_entry("service_name", &h.service_name)?;
+        m.serialize_entry("availability_zone", &h.availability_zone)?;
+        m.serialize_entry("status", &h.status)?;
+        m.serialize_entry("reservable", &h.reservable)?;
+        m.serialize_entry("trust_id", &h.trust_id)?;
+        m.serialize_entry("created_at", &format_timestamp(h.created_at))?;
+        m.serialize_entry("updated_at", &h.updated_at.map(format_timestamp))?;
+        for (name, value) in &self.0.capabilities {
+            m.serialize_entry(name, value)?;
+        }
+        m.end()
+    }
+}
+
+/// A page of the host list as it is written: the hosts serialized from the shared inventory.
+/// It is documented as [`HostList`], whose schema it borrows (the contract tests and schemathesis
+/// check the bytes against it).
+pub struct HostListOut {
+    hosts: HostPage,
+    hosts_links: Option<Vec<PageLink>>,
+}
+
+impl serde::Serialize for HostListOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let hosts = self.hosts.hosts();
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("hosts", &SerializeIter(hosts.iter().map(HostOut)))?;
+        if let Some(links) = &self.hosts_links {
+            m.serialize_entry("hosts_links", links)?;
+        }
+        m.end()
+    }
+}
+
+/// Serializes the items of an iterator as a JSON array (once: `serialize` takes `&self`).
+struct SerializeIter<I>(I);
+
+impl<I: Iterator<Item = T> + Clone, T: serde::Serialize> serde::Serialize for SerializeIter<I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone())
+    }
+}
+
+impl poem_openapi::types::Type for HostListOut {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        HostList::name()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        HostList::schema_ref()
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        HostList::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(self))
     }
 }
 
@@ -386,13 +476,11 @@ impl HostsApi {
         limit: Query<Option<i64>>,
         /// Id of the last host of the previous page.
         marker: Query<Option<String>>,
-    ) -> OpResult<FastJson<HostList>, ops::ListHosts> {
+    ) -> OpResult<FastJson<HostListOut>, ops::ListHosts> {
         let page = paging::request(&svc, limit.0, marker.0)?;
         let hosts = svc.list_hosts(&caller, &page).await?;
-        Ok(FastJson(HostList {
-            hosts_links: paging::next(req, &page, hosts.next_marker),
-            hosts: hosts.items.into_iter().map(HostView::from).collect(),
-        }))
+        let hosts_links = paging::next(req, &page, hosts.next_marker.clone());
+        Ok(FastJson(HostListOut { hosts, hosts_links }))
     }
 
     /// Enrol a host
@@ -614,5 +702,69 @@ impl HostsApi {
         Ok(Json(AllocationEnvelope {
             allocation: a.into(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: i64, status: Option<&str>, caps: &[(&str, &str)]) -> HostRecord {
+        let t = chrono::NaiveDate::from_ymd_opt(2030, 1, 2)
+            .unwrap()
+            .and_hms_micro_opt(3, 4, 5, 678_000)
+            .unwrap();
+        HostRecord {
+            host: entity::host::Model {
+                id,
+                hypervisor_hostname: format!("h\"{id}\u{e9}"),
+                hypervisor_type: "QEMU".into(),
+                hypervisor_version: 2_012_000,
+                vcpus: 8,
+                memory_mb: 16_384,
+                local_gb: 100,
+                cpu_info: "{\"arch\": \"x86_64\"}".into(),
+                service_name: "svc".into(),
+                availability_zone: "nova".into(),
+                status: status.map(Into::into),
+                reservable: id % 2 == 0,
+                trust_id: None,
+                created_at: t,
+                updated_at: status.map(|_| t),
+            },
+            capabilities: caps
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The list's bytes and the single host's come from two writers: they must agree exactly,
+    /// key order included.
+    #[test]
+    fn the_list_writes_each_host_as_host_view_does() {
+        let records = vec![
+            record(1, None, &[]),
+            record(2, Some("ERROR"), &[("gpu", "true"), ("rack", "r\n7")]),
+        ];
+        let inventory: Arc<[HostRecord]> = records.clone().into();
+        for with_links in [false, true] {
+            let out = HostListOut {
+                hosts: HostPage {
+                    inventory: inventory.clone(),
+                    range: 0..2,
+                    next_marker: None,
+                },
+                hosts_links: with_links.then(Vec::new),
+            };
+            let view = HostList {
+                hosts: records.iter().cloned().map(HostView::from).collect(),
+                hosts_links: with_links.then(Vec::new),
+            };
+            assert_eq!(
+                serde_json::to_string(&out).unwrap(),
+                serde_json::to_string(&view).unwrap()
+            );
+        }
     }
 }
