@@ -1,9 +1,10 @@
 //! Settings in sections named as upstream's `blazar.conf`, in layers: built-in defaults < TOML
 //! file (`--config`) < environment < command-line flags.
 //!
-//! Each section has one `Default`, which is both the built-in layer and what the TOML file
-//! leaves out (`#[serde(default)]`). The environment and flag layers come from one clap
-//! definition ([`SettingsLayer`]; each flag names its variable, `BLAZAR_<SECTION>__<KEY>`). The
+//! Each section has one `Default` (`section!` writes each default beside its field), which is
+//! the built-in layer, what the TOML file leaves out (`#[serde(default)]`) and what `--help`
+//! shows. The environment and flag layers come from one clap definition, [`SettingsLayer`],
+//! which [`complete_flags`] gives its variables (`BLAZAR_<SECTION>__<KEY>`) and defaults. The
 //! flat keys and variables of earlier releases still work for one release through [`RENAMED`],
 //! each with a warning naming its new key. Secrets are [`SecretString`]s, which never print.
 
