@@ -63,7 +63,7 @@ pub fn routes(services: Arc<Services>, auth: Arc<dyn Authenticator>) -> impl End
     let pipeline = pipeline(&services, auth, methods);
     let s = &services.settings;
     let mut route = Route::new();
-    if s.metrics_enabled && s.metrics_bind.is_none() {
+    if s.metrics.enabled && s.metrics.bind.is_none() {
         route = route.at("/metrics", poem::get(api::metrics::metrics));
     }
     route
@@ -98,7 +98,7 @@ fn pipeline(
     methods: Arc<AllowedMethods>,
 ) -> Arc<Pipeline> {
     Arc::new(Pipeline {
-        max_body_bytes: services.settings.max_body_bytes,
+        max_body_bytes: services.settings.api.max_body_bytes,
         auth,
         methods,
         metrics: services.metrics.clone(),
@@ -108,12 +108,15 @@ fn pipeline(
 /// Connects to the database and applies pending migrations.
 pub async fn open_database(settings: &Settings) -> Result<Db, AppError> {
     let db_err = |source| AppError::Database {
-        url: redact(&settings.database_url),
+        url: redact(&settings.database.connection),
         source,
     };
-    let db = Db::connect(&settings.database_url, settings.db_max_connections)
-        .await
-        .map_err(db_err)?;
+    let db = Db::connect(
+        &settings.database.connection,
+        settings.database.max_pool_size,
+    )
+    .await
+    .map_err(db_err)?;
     db.migrate().await.map_err(db_err)?;
     Ok(db)
 }
@@ -140,17 +143,20 @@ fn redact(url: &str) -> String {
 /// The Keystone service account, when the settings give its credentials: it validates tokens
 /// (keystone mode) and finds and authenticates Nova (nova mode without a fixed token).
 fn service_account(s: &Settings, clock: SharedClock) -> Option<Arc<ServiceAccount>> {
-    let (Some(url), Some(password)) = (&s.keystone_url, &s.keystone_password) else {
+    let (Some(url), Some(password)) = (
+        &s.keystone_authtoken.auth_url,
+        &s.keystone_authtoken.password,
+    ) else {
         return None;
     };
     Some(Arc::new(ServiceAccount::new(
         AccountConfig {
             url: url.clone(),
-            username: s.keystone_username.clone(),
+            username: s.keystone_authtoken.username.clone(),
             password: password.clone(),
-            project_name: s.keystone_project_name.clone(),
-            user_domain_name: s.keystone_user_domain_name.clone(),
-            project_domain_name: s.keystone_project_domain_name.clone(),
+            project_name: s.keystone_authtoken.project_name.clone(),
+            user_domain_name: s.keystone_authtoken.user_domain_name.clone(),
+            project_domain_name: s.keystone_authtoken.project_domain_name.clone(),
         },
         clock,
     )))
@@ -162,19 +168,19 @@ fn authenticator(
     account: Option<Arc<ServiceAccount>>,
     clock: SharedClock,
 ) -> Arc<dyn Authenticator> {
-    match (s.auth.as_str(), account) {
+    match (s.api.auth_strategy.as_str(), account) {
         ("keystone", Some(account)) => Arc::new(Keystone::new(
             KeystoneConfig {
-                cache_ttl: Duration::from_secs(s.token_cache_seconds),
-                cache_size: s.token_cache_size,
+                cache_ttl: Duration::from_secs(s.keystone_authtoken.token_cache_time),
+                cache_size: s.keystone_authtoken.token_cache_size,
             },
             account,
             clock,
         )),
         _ => Arc::new(NoAuth {
-            default_project_id: s.default_project_id.clone(),
-            default_user_id: s.default_user_id.clone(),
-            default_roles: split_roles(&s.default_roles),
+            default_project_id: s.api.default_project_id.clone(),
+            default_user_id: s.api.default_user_id.clone(),
+            default_roles: split_roles(&s.api.default_roles),
         }),
     }
 }
@@ -210,7 +216,7 @@ impl Application {
         settings.validate()?;
         // TLS for outgoing HTTPS (Keystone, Nova, webhooks): one crypto provider for the process.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let policy = Arc::new(match &settings.policy_file {
+        let policy = Arc::new(match &settings.oslo_policy.policy_file {
             Some(path) => Policy::from_file(std::path::Path::new(path))?,
             None => Policy::defaults(),
         });
@@ -225,10 +231,10 @@ impl Application {
             .with_metrics(metrics.clone());
         let shutdown = Shutdown::new();
         let notifier = Notifier::start(
-            settings.notify_urls.clone(),
+            settings.notifications.urls.clone(),
             RetryPolicy {
-                max_attempts: settings.notify_max_attempts,
-                first_backoff: Duration::from_millis(settings.notify_backoff_ms),
+                max_attempts: settings.notifications.max_attempts,
+                first_backoff: Duration::from_millis(settings.notifications.backoff_ms),
             },
             metrics.clone(),
             shutdown.clone(),
@@ -242,7 +248,7 @@ impl Application {
             match &pools {
                 Some(p) => (
                     Arc::new(NovaDriver::new(p.clone())),
-                    Arc::new(NovaFacts::new(p.clone(), settings.az_aware)),
+                    Arc::new(NovaFacts::new(p.clone(), settings.nova.az_aware)),
                 ),
                 None => (Arc::new(StandaloneDriver), Arc::new(StandaloneFacts)),
             };
@@ -250,6 +256,7 @@ impl Application {
             db: Arc::new(db),
             clock,
             instance: settings
+                .runner
                 .instance_name
                 .clone()
                 .unwrap_or_else(default_instance_name),
@@ -278,15 +285,15 @@ impl Application {
             bell: services.wake.clone(),
             metrics: services.metrics.clone(),
             instance: services.instance.clone(),
-            claim_ttl: TimeDelta::seconds(settings.event_claim_seconds as i64),
-            retry_deadline: TimeDelta::seconds(settings.nova_retry_deadline_seconds as i64),
-            default_before_end: settings.default_before_end_action.clone(),
+            claim_ttl: TimeDelta::seconds(settings.runner.event_claim_seconds as i64),
+            retry_deadline: TimeDelta::seconds(settings.nova.retry_deadline_seconds as i64),
+            default_before_end: settings.physical_host.before_end.clone(),
             leases: Arc::new(services.clone()) as Arc<dyn LeaseEnd>,
             shutdown: shutdown.clone(),
         }));
-        let (addr, acceptor) = bind(&settings.bind).await?;
-        let metrics = match &settings.metrics_bind {
-            Some(b) if settings.metrics_enabled => Some(bind(b).await?),
+        let (addr, acceptor) = bind(&settings.api.bind).await?;
+        let metrics = match &settings.metrics.bind {
+            Some(b) if settings.metrics.enabled => Some(bind(b).await?),
             _ => None,
         };
         Ok(Self {
@@ -334,7 +341,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tracing::info!(addr = %self.addr, runner = self.services.settings.runner, "serving");
+        tracing::info!(addr = %self.addr, runner = self.services.settings.runner.enabled, "serving");
         let stop = self.shutdown.clone();
         let mut tasks = Vec::new();
         if let Some((addr, acceptor)) = self.metrics {
@@ -351,7 +358,7 @@ impl Application {
                 }
             }));
         }
-        if self.services.settings.runner {
+        if self.services.settings.runner.enabled {
             if self.services.db.backend() == sea_orm::DbBackend::Postgres {
                 tasks.push(tokio::spawn(self.runner.clone().listen_for_changes()));
             }
@@ -361,7 +368,8 @@ impl Application {
             }
             tasks.push(tokio::spawn(self.runner.clone().run()));
         }
-        let drain = Duration::from_secs(self.services.settings.shutdown_drain_seconds);
+        let drain =
+            Duration::from_secs(self.services.settings.notifications.shutdown_drain_seconds);
         let trigger = stop.clone();
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(

@@ -1,13 +1,14 @@
-//! The `blazar-server` command: `serve` (the default), `migrate`, `openapi`.
+//! The `blazar-server` command: `serve` (the default), `migrate`, `openapi`; it gathers the
+//! settings' layers (config.rs) and hands them to the app.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use blazar_server::{
     app::{self, Application},
     clock::SystemClock,
-    config::{Settings, SettingsLayer},
+    config::{self, Settings, SettingsLayer},
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
@@ -54,8 +55,32 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_cli() -> Cli {
+    let matches = config::complete_flags(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Defaults with the file on top, then the deprecated variables, then today's variables and
+/// flags; the warnings name the new keys and are logged once logging is set up.
+fn load_settings(cli: &mut Cli, warnings: &mut Vec<String>) -> Result<Settings, String> {
+    let mut settings = match &cli.config {
+        Some(path) => Settings::from_toml_file(path, warnings).map_err(|e| e.to_string())?,
+        None => Settings::default(),
+    };
+    // The variables of earlier releases stand for today's flags, which kept their names.
+    let old = config::legacy_env_args(&Cli::command(), |name| std::env::var(name).ok(), warnings);
+    if !old.is_empty() {
+        let args = std::iter::once("blazar-server".to_string()).chain(old);
+        let legacy = Cli::try_parse_from(args)
+            .map_err(|e| format!("a deprecated environment variable has an invalid value: {e}"))?;
+        settings.apply(legacy.settings);
+    }
+    settings.apply(std::mem::take(&mut cli.settings));
+    Ok(settings)
+}
+
 async fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = parse_cli();
     if let Some(Command::Openapi { format }) = cli.command {
         let spec = blazar_server::api::openapi();
         match format {
@@ -64,18 +89,18 @@ async fn run() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let mut settings = Settings::default();
-    if let Some(path) = &cli.config {
-        match SettingsLayer::from_toml_file(path) {
-            Ok(layer) => settings.apply(layer),
-            Err(e) => {
-                eprintln!("blazar-server: {e}");
-                return ExitCode::from(2);
-            }
+    let mut warnings = Vec::new();
+    let settings = match load_settings(&mut cli, &mut warnings) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("blazar-server: {e}");
+            return ExitCode::from(2);
         }
+    };
+    init_logging(&settings.log.filter);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
     }
-    settings.apply(cli.settings);
-    init_logging(&settings.log_filter);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => migrate(&settings).await,
         _ => serve(settings).await,

@@ -17,11 +17,11 @@ use support::{Resp, TestApp, lease_body, run, spawn_live};
 async fn server(ks: &Keystone) -> TestApp {
     let url = ks.auth_url.clone();
     spawn_live(move |s| {
-        s.auth = "keystone".into();
-        s.keystone_url = Some(url);
-        s.keystone_username = "blazar".into();
-        s.keystone_password = Some(password("blazar"));
-        s.keystone_project_name = "service".into();
+        s.api.auth_strategy = "keystone".into();
+        s.keystone_authtoken.auth_url = Some(url);
+        s.keystone_authtoken.username = "blazar".into();
+        s.keystone_authtoken.password = Some(password("blazar").into());
+        s.keystone_authtoken.project_name = "service".into();
     })
     .await
 }

@@ -162,8 +162,8 @@ fn single(s: &Scrape, name: &str) -> f64 {
 async fn counters_move_with_requests_events_and_webhooks() {
     let (url, inbox) = support::webhook_receiver(1).await;
     let app = spawn_with(|s| {
-        s.notify_urls = vec![url];
-        s.notify_backoff_ms = 10;
+        s.notifications.urls = vec![url];
+        s.notifications.backoff_ms = 10;
     })
     .await;
     let before = scrape(&app.base).await;
@@ -346,9 +346,9 @@ fn single_count(s: &Scrape, histogram: &str) -> f64 {
 async fn webhook_failures_are_counted() {
     let (url, inbox) = support::webhook_receiver(usize::MAX).await;
     let app = spawn_with(|s| {
-        s.notify_urls = vec![url];
-        s.notify_backoff_ms = 1;
-        s.notify_max_attempts = 2;
+        s.notifications.urls = vec![url];
+        s.notifications.backoff_ms = 1;
+        s.notifications.max_attempts = 2;
     })
     .await;
     app.host("c1", json!({})).await;
@@ -372,9 +372,9 @@ async fn metrics_need_no_identity() {
     // Keystone mode with a Keystone that cannot be reached: every /v1 call fails (401 without a
     // token, 503 with one), and /metrics answers anyway, so it never asks who is calling.
     let app = spawn_with(|s| {
-        s.auth = "keystone".into();
-        s.keystone_url = Some("http://127.0.0.1:9/v3".into());
-        s.keystone_password = Some("unused".into());
+        s.api.auth_strategy = "keystone".into();
+        s.keystone_authtoken.auth_url = Some("http://127.0.0.1:9/v3".into());
+        s.keystone_authtoken.password = Some("unused".into());
     })
     .await;
     app.get("/v1/leases").await.expect_error(401);
@@ -404,14 +404,14 @@ async fn metrics_need_no_identity() {
     assert_eq!(requests(&s, "listLeases", "503"), 1.0);
 
     // noauth with no default roles: /v1 refuses, /metrics does not care.
-    let app = spawn_with(|s| s.default_roles = String::new()).await;
+    let app = spawn_with(|s| s.api.default_roles = String::new()).await;
     app.get("/v1/os-hosts").await.expect_error(403);
     scrape(&app.base).await;
 }
 
 #[tokio::test]
 async fn metrics_can_be_turned_off() {
-    let app = spawn_with(|s| s.metrics_enabled = false).await;
+    let app = spawn_with(|s| s.metrics.enabled = false).await;
     app.get("/metrics").await.expect_error(404);
     app.get("/v1/leases").await.expect(200);
 }
@@ -419,17 +419,15 @@ async fn metrics_can_be_turned_off() {
 #[tokio::test]
 async fn metrics_on_their_own_address() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        bind: "127.0.0.1:0".into(),
-        metrics_bind: Some("127.0.0.1:0".into()),
-        database_url: format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("blazar.db").display()
-        ),
-        log_filter: "warn".into(),
-        runner: false,
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.api.bind = "127.0.0.1:0".into();
+    settings.metrics.bind = Some("127.0.0.1:0".into());
+    settings.database.connection = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("blazar.db").display()
+    );
+    settings.log.filter = "warn".into();
+    settings.runner.enabled = false;
     let app = Application::build(settings, Arc::new(ManualClock::new(t0())))
         .await
         .unwrap();

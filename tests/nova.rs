@@ -57,10 +57,10 @@ async fn aggregate_action(nova: &Nova, id: &Value, body: Value) {
 
 /// Settings that point our server at the test Nova (its noauth API).
 fn nova_mode(s: &mut Settings, nova: &Nova) {
-    s.resource_driver = "nova".into();
-    s.nova_url = Some(nova.compute_url.clone());
-    s.nova_token = Some(nova.admin_token.clone());
-    s.server_deletion_timeout_seconds = 120;
+    s.physical_host.resource_driver = "nova".into();
+    s.nova.url = Some(nova.compute_url.clone());
+    s.nova.token = Some(nova.admin_token.clone().into());
+    s.physical_host.server_deletion_timeout_seconds = 120;
 }
 
 /// Our app in nova mode on a manual clock (events run when the test says).
@@ -432,7 +432,7 @@ async fn nova_down_at_start_then_back_starts_the_lease_with_one_add_per_host() {
     let (_turn, nova) = clean_nova().await;
     let app = spawn_manual(|s| {
         nova_mode(s, &nova);
-        s.nova_retries = 1;
+        s.nova.retries = 1;
     })
     .await;
     let [a, b] = [&nova.hosts[0], &nova.hosts[1]];
@@ -508,8 +508,8 @@ async fn nova_down_past_the_deadline_is_an_error_with_the_reason() {
     let (_turn, nova) = clean_nova().await;
     let app = spawn_manual(|s| {
         nova_mode(s, &nova);
-        s.nova_retries = 0;
-        s.nova_retry_deadline_seconds = 30;
+        s.nova.retries = 0;
+        s.nova.retry_deadline_seconds = 30;
     })
     .await;
     enrol(&app, &nova.hosts[0], json!({})).await;
@@ -921,14 +921,14 @@ async fn keystone_mode_finds_nova_in_the_catalog_with_the_service_token() {
     ks.set_endpoint("compute", "nova", &compute).await;
     // The real clock: Keystone's tokens expire in real time.
     let app = spawn_live(|s| {
-        s.resource_driver = "nova".into();
-        s.auth = "keystone".into();
-        s.keystone_url = Some(ks.auth_url.clone());
-        s.keystone_username = "blazar".into();
-        s.keystone_password = Some(keystone::password("blazar"));
-        s.keystone_project_name = "service".into();
-        s.keystone_user_domain_name = "Default".into();
-        s.keystone_project_domain_name = "Default".into();
+        s.physical_host.resource_driver = "nova".into();
+        s.api.auth_strategy = "keystone".into();
+        s.keystone_authtoken.auth_url = Some(ks.auth_url.clone());
+        s.keystone_authtoken.username = "blazar".into();
+        s.keystone_authtoken.password = Some(keystone::password("blazar").into());
+        s.keystone_authtoken.project_name = "service".into();
+        s.keystone_authtoken.user_domain_name = "Default".into();
+        s.keystone_authtoken.project_domain_name = "Default".into();
     })
     .await;
     let admin = ks

@@ -26,12 +26,10 @@ pub async fn serve(
         .with_env_filter(filter)
         .with_ansi(false)
         .init();
-    let settings = Settings {
-        bind: "127.0.0.1:0".into(),
-        database_url,
-        log_filter,
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.api.bind = "127.0.0.1:0".into();
+    settings.database.connection = database_url;
+    settings.log.filter = log_filter;
     let app = Application::build(settings, Arc::new(SystemClock))
         .await
         .map_err(|e| e.to_string())?;

@@ -20,15 +20,13 @@ struct Server {
 /// are in the future and every shown date is exact.
 async fn spawn_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        bind: "127.0.0.1:0".into(),
-        database_url: format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("blazar.db").display()
-        ),
-        log_filter: "warn".into(),
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.api.bind = "127.0.0.1:0".into();
+    settings.database.connection = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("blazar.db").display()
+    );
+    settings.log.filter = "warn".into();
     let now = NaiveDate::from_ymd_opt(2030, 1, 1)
         .unwrap()
         .and_hms_opt(12, 0, 0)

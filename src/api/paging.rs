@@ -24,7 +24,7 @@ pub fn request(
     limit: Option<i64>,
     marker: Option<String>,
 ) -> ApiResult<PageRequest> {
-    Ok(page_request(limit, marker, svc.settings.max_page_size)?)
+    Ok(page_request(limit, marker, svc.settings.api.max_page_size)?)
 }
 
 /// The `next` link when there is a next page: this request's URL with the new marker.

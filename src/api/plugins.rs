@@ -110,8 +110,8 @@ impl PluginsApi {
                     ),
                 ],
                 before_end_actions: BeforeEnd::all().map(|b| b.to_string()).collect(),
-                default_before_end_action: s.default_before_end_action.clone(),
-                minutes_before_end_lease: s.minutes_before_end_lease,
+                default_before_end_action: s.physical_host.before_end.clone(),
+                minutes_before_end_lease: s.manager.minutes_before_end_lease,
             }],
         }))
     }

@@ -19,7 +19,7 @@ pub struct AccountConfig {
     /// The identity endpoint, e.g. `http://keystone:5000/v3`.
     pub url: String,
     pub username: String,
-    pub password: String,
+    pub password: secrecy::SecretString,
     pub project_name: String,
     pub user_domain_name: String,
     pub project_domain_name: String,
@@ -118,7 +118,7 @@ impl ServiceAccount {
             "identity": {"methods": ["password"], "password": {"user": {
                 "name": self.cfg.username,
                 "domain": {"name": self.cfg.user_domain_name},
-                "password": self.cfg.password,
+                "password": secrecy::ExposeSecret::expose_secret(&self.cfg.password),
             }}},
             "scope": {"project": {
                 "name": self.cfg.project_name,

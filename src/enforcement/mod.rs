@@ -37,29 +37,36 @@ impl EnforcementConfig {
         let invalid = |name, message: String| ConfigError::Invalid { name, message };
         let mut max_duration = None;
         let mut external = None;
-        for name in &s.enabled_filters {
+        for name in &s.enforcement.enabled_filters {
             match name.trim() {
                 MAX_LEASE_DURATION_FILTER => {
-                    if s.max_lease_duration < -1 {
+                    if s.enforcement.max_lease_duration < -1 {
                         return Err(invalid(
                             "max_lease_duration",
                             "must be -1 (no limit) or a number of seconds".into(),
                         ));
                     }
                     max_duration = Some(MaxDuration {
-                        max_seconds: s.max_lease_duration,
-                        exempt_project_ids: s.max_lease_duration_exempt_project_ids.clone(),
+                        max_seconds: s.enforcement.max_lease_duration,
+                        exempt_project_ids: s
+                            .enforcement
+                            .max_lease_duration_exempt_project_ids
+                            .clone(),
                     });
                 }
                 EXTERNAL_SERVICE_FILTER => {
                     let e = Endpoints::resolve(
-                        s.external_service_base_endpoint.as_deref(),
-                        s.external_service_check_create_endpoint.as_deref(),
-                        s.external_service_check_update_endpoint.as_deref(),
-                        s.external_service_on_end_endpoint.as_deref(),
+                        s.enforcement.external_service_base_endpoint.as_deref(),
+                        s.enforcement
+                            .external_service_check_create_endpoint
+                            .as_deref(),
+                        s.enforcement
+                            .external_service_check_update_endpoint
+                            .as_deref(),
+                        s.enforcement.external_service_on_end_endpoint.as_deref(),
                     )
                     .map_err(|m| invalid("external_service_base_endpoint", m))?;
-                    if !(1..=600).contains(&s.external_service_timeout_seconds) {
+                    if !(1..=600).contains(&s.enforcement.external_service_timeout_seconds) {
                         return Err(invalid(
                             "external_service_timeout_seconds",
                             "must be between 1 and 600".into(),
@@ -105,18 +112,19 @@ impl Enforcement {
         let external = config.external.map(|e| {
             Arc::new(HttpExternalService::new(
                 e,
-                s.external_service_token.clone(),
-                Duration::from_secs(s.external_service_timeout_seconds),
+                secrecy::ExposeSecret::expose_secret(&s.enforcement.external_service_token)
+                    .to_string(),
+                Duration::from_secs(s.enforcement.external_service_timeout_seconds),
             )) as Arc<dyn ExternalService>
         });
         Ok(Self {
             max_duration: config.max_duration,
             external,
-            auth_url: s.keystone_url.clone(),
-            region_name: s.nova_region_name.clone(),
+            auth_url: s.keystone_authtoken.auth_url.clone(),
+            region_name: s.keystone_authtoken.region_name.clone(),
             retry: Some(RetryPolicy {
-                max_attempts: s.notify_max_attempts,
-                first_backoff: Duration::from_millis(s.notify_backoff_ms),
+                max_attempts: s.notifications.max_attempts,
+                first_backoff: Duration::from_millis(s.notifications.backoff_ms),
             }),
         })
     }

@@ -20,16 +20,16 @@ use pool::{PoolConfig, Pools};
 /// How requests reach Nova: a fixed URL and token, or the service account (catalog, or its
 /// token with a fixed URL).
 pub fn client(settings: &Settings, account: Option<Arc<ServiceAccount>>) -> NovaClient {
-    let auth = match (&settings.nova_url, &settings.nova_token, account) {
+    let auth = match (&settings.nova.url, &settings.nova.token, account) {
         (Some(url), Some(token), _) => NovaAuth::Fixed {
             url: url.trim_end_matches('/').to_string(),
-            token: token.clone(),
+            token: secrecy::ExposeSecret::expose_secret(token).to_string(),
         },
         (url, _, Some(account)) => NovaAuth::Keystone {
             account,
             url: url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
-            interface: settings.nova_endpoint_type.clone(),
-            region: settings.nova_region_name.clone(),
+            interface: settings.nova.endpoint_type.clone(),
+            region: settings.keystone_authtoken.region_name.clone(),
         },
         // Settings::validate refuses Nova mode without a way to authenticate.
         (url, _, None) => NovaAuth::Fixed {
@@ -39,9 +39,9 @@ pub fn client(settings: &Settings, account: Option<Arc<ServiceAccount>>) -> Nova
     };
     NovaClient::new(
         auth,
-        Duration::from_secs(settings.nova_timeout_seconds),
+        Duration::from_secs(settings.nova.timeout_seconds),
         RetryPolicy {
-            retries: settings.nova_retries,
+            retries: settings.nova.retries,
             first_backoff: Duration::from_millis(250),
         },
     )
@@ -56,11 +56,13 @@ pub fn pools(
     Pools::new(
         client(settings, account),
         PoolConfig {
-            freepool: settings.aggregate_freepool_name.clone(),
-            owner_key: settings.blazar_owner.clone(),
-            az_prefix: settings.blazar_az_prefix.clone(),
-            image_prefix: settings.image_prefix.clone(),
-            deletion_timeout: Duration::from_secs(settings.server_deletion_timeout_seconds),
+            freepool: settings.nova.aggregate_freepool_name.clone(),
+            owner_key: settings.nova.blazar_owner.clone(),
+            az_prefix: settings.physical_host.blazar_az_prefix.clone(),
+            image_prefix: settings.nova.image_prefix.clone(),
+            deletion_timeout: Duration::from_secs(
+                settings.physical_host.server_deletion_timeout_seconds,
+            ),
             deletion_poll: Duration::from_millis(200),
         },
         repair,

@@ -283,8 +283,8 @@ impl NovaSync {
     async fn poll(&self) {
         let settings = self.services.settings.clone();
         let every = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-        let reconcile_every = every(settings.reconcile_interval_seconds);
-        let health_every = every(settings.health_interval_seconds);
+        let reconcile_every = every(settings.nova.reconcile_interval_seconds);
+        let health_every = every(settings.physical_host.polling_interval);
         let far = Duration::from_secs(86_400);
         let start = tokio::time::Instant::now();
         let first = |every: Option<Duration>| if every.is_some() { start } else { start + far };

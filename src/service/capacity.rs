@@ -115,7 +115,7 @@ struct Survey {
 
 impl Services {
     fn horizon(&self) -> TimeDelta {
-        TimeDelta::days(self.settings.plan_horizon_days as i64)
+        TimeDelta::days(self.settings.api.plan_horizon_days as i64)
     }
 
     /// A dry run of a lease create: the same body, validation and choice of hosts, and what

@@ -87,7 +87,7 @@ impl Services {
 
     /// The oldest record still replayed at `now`.
     fn idempotency_horizon(&self, now: NaiveDateTime) -> NaiveDateTime {
-        now - TimeDelta::seconds(self.settings.idempotency_key_ttl_seconds as i64)
+        now - TimeDelta::seconds(self.settings.api.idempotency_key_ttl_seconds as i64)
     }
 
     /// The response an earlier request with this key got, if there is one that has not expired;

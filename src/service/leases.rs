@@ -299,7 +299,7 @@ impl Services {
             req.start,
             req.end,
             req.before_end_date,
-            self.settings.minutes_before_end_lease,
+            self.settings.manager.minutes_before_end_lease,
         ) {
             events.push(new_event(&lease_id, EventType::BeforeEndLease, t, stamp));
         }
@@ -736,7 +736,9 @@ impl Services {
             .col_expr(event::Column::ClaimedAt, Expr::value(now))
             .col_expr(
                 event::Column::ClaimExpiresAt,
-                Expr::value(now + TimeDelta::seconds(self.settings.event_claim_seconds as i64)),
+                Expr::value(
+                    now + TimeDelta::seconds(self.settings.runner.event_claim_seconds as i64),
+                ),
             )
             .col_expr(event::Column::Attempts, Expr::value(end.attempts + 1))
             // The lease ends now: if this process dies, the runner finds the end due.
@@ -771,7 +773,7 @@ impl Services {
             self.db.clone(),
             self.clock.clone(),
             self.instance.clone(),
-            TimeDelta::seconds(self.settings.event_claim_seconds as i64),
+            TimeDelta::seconds(self.settings.runner.event_claim_seconds as i64),
             end.id.clone(),
             attempts,
         );

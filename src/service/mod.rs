@@ -177,7 +177,7 @@ impl Services {
 
     pub fn limits(&self) -> Limits {
         Limits {
-            max_reservations: self.settings.max_reservations_per_lease,
+            max_reservations: self.settings.api.max_reservations_per_lease,
         }
     }
 }

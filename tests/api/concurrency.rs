@@ -103,8 +103,8 @@ async fn concurrent_creates_in_separate_windows_all_succeed() {
 async fn a_second_instance_sees_the_first_ones_bookings() {
     crate::skip_if_no_database!();
     let a = spawn_app().await;
-    let url = a.services.settings.database_url.clone();
-    let b = spawn_with(move |s| s.database_url = url).await;
+    let url = a.services.settings.database.connection.clone();
+    let b = spawn_with(move |s| s.database.connection = url).await;
     a.host("c1", json!({})).await;
     // b learns of the host a enrolled, and books it.
     b.lease("via-b", "2030-01-05 00:00", "2030-01-06 00:00", 1, 1, "")

@@ -379,7 +379,7 @@ async fn versions_document_as_upstream() {
 #[tokio::test]
 async fn plugins_are_discoverable() {
     crate::skip_if_no_database!();
-    let app = spawn_with(|s| s.default_before_end_action = "snapshot".into()).await;
+    let app = spawn_with(|s| s.physical_host.before_end = "snapshot".into()).await;
     let r = app.get("/v1/plugins").await.expect(200);
     let p = &r.body["plugins"][0];
     assert_eq!(p["resource_type"], "physical:host");

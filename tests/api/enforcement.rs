@@ -120,19 +120,19 @@ async fn receiver() -> (String, Arc<Receiver>) {
 
 fn external(base: String) -> impl FnOnce(&mut blazar_server::config::Settings) {
     move |s| {
-        s.enabled_filters = vec!["ExternalServiceFilter".into()];
-        s.external_service_base_endpoint = Some(base);
-        s.external_service_token = "T0ken".into();
-        s.external_service_timeout_seconds = 1;
-        s.notify_backoff_ms = 10;
-        s.notify_max_attempts = 3;
+        s.enforcement.enabled_filters = vec!["ExternalServiceFilter".into()];
+        s.enforcement.external_service_base_endpoint = Some(base);
+        s.enforcement.external_service_token = "T0ken".into();
+        s.enforcement.external_service_timeout_seconds = 1;
+        s.notifications.backoff_ms = 10;
+        s.notifications.max_attempts = 3;
     }
 }
 
 fn max_duration(s: &mut blazar_server::config::Settings) {
-    s.enabled_filters = vec!["MaxLeaseDurationFilter".into()];
-    s.max_lease_duration = 3600;
-    s.max_lease_duration_exempt_project_ids = vec!["P1".into()];
+    s.enforcement.enabled_filters = vec!["MaxLeaseDurationFilter".into()];
+    s.enforcement.max_lease_duration = 3600;
+    s.enforcement.max_lease_duration_exempt_project_ids = vec!["P1".into()];
 }
 
 fn as_project(project: &'static str) -> [(&'static str, &'static str); 4] {
@@ -450,16 +450,14 @@ async fn on_end_is_posted_after_the_end_event_and_retried() {
 #[tokio::test]
 async fn unknown_filter_names_are_start_up_errors() {
     crate::skip_if_no_database!();
-    let mut s = blazar_server::config::Settings {
-        enabled_filters: vec!["MaxLeaseDurationFilter".into(), "QuotaFilter".into()],
-        ..Default::default()
-    };
+    let mut s = blazar_server::config::Settings::default();
+    s.enforcement.enabled_filters = vec!["MaxLeaseDurationFilter".into(), "QuotaFilter".into()];
     let err = s.validate().unwrap_err().to_string();
     assert!(
         err.contains("enabled_filters") && err.contains("QuotaFilter"),
         "{err}"
     );
-    s.enabled_filters = vec!["ExternalServiceFilter".into()];
+    s.enforcement.enabled_filters = vec!["ExternalServiceFilter".into()];
     let err = s.validate().unwrap_err().to_string();
     assert!(err.contains("no endpoints"), "{err}");
 }

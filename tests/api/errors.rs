@@ -131,7 +131,7 @@ async fn a_405_says_which_methods_are_allowed() {
 #[tokio::test]
 async fn bodies_over_the_limit_get_413() {
     crate::skip_if_no_database!();
-    let app = spawn_with(|s| s.max_body_bytes = 4096).await;
+    let app = spawn_with(|s| s.api.max_body_bytes = 4096).await;
     let big = json!({"name": "x".repeat(5000)}).to_string();
     let r = app
         .raw(

@@ -309,11 +309,11 @@ async fn a_key_is_replayed_after_a_restart() {
     let file = format!("sqlite://{}?mode=rwc", dir.path().join("kept.db").display());
     let first_app = spawn_with(|s| {
         if !on_postgres() {
-            s.database_url = file.clone();
+            s.database.connection = file.clone();
         }
     })
     .await;
-    let url = first_app.services.settings.database_url.clone();
+    let url = first_app.services.settings.database.connection.clone();
     first_app.host("h1", json!({})).await;
     first_app.host("h2", json!({})).await;
     let body = serde_json::to_vec(&window_body("durable")).unwrap();
@@ -328,7 +328,7 @@ async fn a_key_is_replayed_after_a_restart() {
         drop(first_app);
         None
     };
-    let second_app = spawn_with(|s| s.database_url = url.clone()).await;
+    let second_app = spawn_with(|s| s.database.connection = url.clone()).await;
     let again = post_keyed(&second_app, "/v1/leases", "survives", &body, &[])
         .await
         .expect(202);
@@ -340,7 +340,7 @@ async fn a_key_is_replayed_after_a_restart() {
 #[tokio::test]
 async fn expired_keys_are_forgotten_and_purged() {
     crate::skip_if_no_database!();
-    let app = spawn_with(|s| s.idempotency_key_ttl_seconds = 3600).await;
+    let app = spawn_with(|s| s.api.idempotency_key_ttl_seconds = 3600).await;
     for i in 1..=3 {
         app.host(&format!("h{i}"), json!({})).await;
     }

@@ -150,7 +150,7 @@ async fn before_end_event_rules() {
             "2030-01-03T09:00:00.000000"
         );
     }
-    let app = spawn_with(|s| s.minutes_before_end_lease = 0).await;
+    let app = spawn_with(|s| s.manager.minutes_before_end_lease = 0).await;
     let r = app
         .post("/v1/leases", &json!({"name": "none", "start_date": "2030-01-02 10:00", "end_date": "2030-01-03 10:00"}))
         .await

@@ -145,7 +145,7 @@ async fn a_lease_goes_pending_active_terminated_and_frees_its_hosts() {
 #[tokio::test]
 async fn before_end_actions_per_reservation() {
     crate::skip_if_no_database!();
-    let app = spawn_with(|s| s.default_before_end_action = "snapshot".into()).await;
+    let app = spawn_with(|s| s.physical_host.before_end = "snapshot".into()).await;
     for i in 1..=3 {
         app.host(&format!("c{i}"), json!({})).await;
     }

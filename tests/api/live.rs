@@ -58,7 +58,7 @@ async fn lateness_ms(app: &TestApp, lease_id: &str) -> Vec<(String, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_starting_now_runs_on_time_on_a_real_clock() {
     crate::skip_if_no_database!();
-    let app = spawn_live(|s| s.minutes_before_end_lease = 1).await;
+    let app = spawn_live(|s| s.manager.minutes_before_end_lease = 1).await;
     app.host("c1", json!({})).await;
     let start = wall_now().duration_trunc(TimeDelta::minutes(1)).unwrap();
     let end = start + TimeDelta::minutes(2);
@@ -134,7 +134,7 @@ async fn a_lease_starting_now_runs_on_time_on_a_real_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_lateness_is_measured() {
     crate::skip_if_no_database!();
-    let app = spawn_live(|s| s.minutes_before_end_lease = 0).await;
+    let app = spawn_live(|s| s.manager.minutes_before_end_lease = 0).await;
     // 40 leases whose starts fall on 20 distinct seconds from 3 s from now.
     let first = (wall_now() + TimeDelta::seconds(3))
         .duration_trunc(TimeDelta::seconds(1))

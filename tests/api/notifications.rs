@@ -11,8 +11,8 @@ async fn every_lease_change_and_event_is_posted() {
     crate::skip_if_no_database!();
     let (url, inbox) = webhook_receiver(0).await;
     let app = spawn_with(|s| {
-        s.notify_urls = vec![url];
-        s.notify_backoff_ms = 10;
+        s.notifications.urls = vec![url];
+        s.notifications.backoff_ms = 10;
     })
     .await;
     app.host("c1", json!({})).await;
@@ -79,9 +79,9 @@ async fn deliveries_are_retried_with_backoff() {
     crate::skip_if_no_database!();
     let (url, inbox) = webhook_receiver(3).await;
     let app = spawn_with(|s| {
-        s.notify_urls = vec![url];
-        s.notify_backoff_ms = 10;
-        s.notify_max_attempts = 5;
+        s.notifications.urls = vec![url];
+        s.notifications.backoff_ms = 10;
+        s.notifications.max_attempts = 5;
     })
     .await;
     app.post(
@@ -104,8 +104,8 @@ async fn an_unreachable_receiver_never_blocks_the_api() {
     crate::skip_if_no_database!();
     // Nothing listens on port 9 of the loopback address.
     let app = spawn_with(|s| {
-        s.notify_urls = vec!["http://127.0.0.1:9/hook".into()];
-        s.notify_backoff_ms = 10_000;
+        s.notifications.urls = vec!["http://127.0.0.1:9/hook".into()];
+        s.notifications.backoff_ms = 10_000;
     })
     .await;
     let started = std::time::Instant::now();

@@ -33,7 +33,7 @@ async fn walk(app: &TestApp, first: &str, key: &str, id: &str) -> Vec<Vec<String
 #[tokio::test]
 async fn lists_page_with_limit_and_marker() {
     crate::skip_if_no_database!();
-    let app = spawn_with(|s| s.max_page_size = 3).await;
+    let app = spawn_with(|s| s.api.max_page_size = 3).await;
     let mut leases: Vec<String> = Vec::new();
     for i in 0..5 {
         app.host(&format!("c{i}"), json!({})).await;

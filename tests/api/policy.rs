@@ -201,7 +201,7 @@ async fn a_policy_file_overrides_the_defaults() {
     )
     .unwrap();
     let path = file.display().to_string();
-    let app = spawn_with(|s| s.policy_file = Some(path)).await;
+    let app = spawn_with(|s| s.oslo_policy.policy_file = Some(path)).await;
     let op = who("ops", "operator");
     call(
         &app,
@@ -232,12 +232,11 @@ async fn a_bad_policy_file_stops_the_server_with_a_clear_message() {
     ] {
         let file = dir.path().join("bad.yaml");
         std::fs::write(&file, text).unwrap();
-        let settings = Settings {
-            bind: "127.0.0.1:0".into(),
-            database_url: format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display()),
-            policy_file: Some(file.display().to_string()),
-            ..Settings::default()
-        };
+        let mut settings = Settings::default();
+        settings.api.bind = "127.0.0.1:0".into();
+        settings.database.connection =
+            format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display());
+        settings.oslo_policy.policy_file = Some(file.display().to_string());
         let err = Application::build(settings, std::sync::Arc::new(SystemClock))
             .await
             .err()

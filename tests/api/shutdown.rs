@@ -83,8 +83,8 @@ async fn a_delivery_in_flight_is_drained_at_exit() {
     let (url, slow) = slow_receiver(Some(Duration::from_secs(1))).await;
     let bound = Duration::from_secs(4);
     let mut app = spawn_with(|s| {
-        s.notify_urls = vec![url];
-        s.shutdown_drain_seconds = bound.as_secs();
+        s.notifications.urls = vec![url];
+        s.notifications.shutdown_drain_seconds = bound.as_secs();
     })
     .await;
     one_delivery_in_flight(&app, &slow).await;
@@ -102,8 +102,8 @@ async fn a_receiver_that_never_answers_does_not_hold_exit() {
     let (url, slow) = slow_receiver(None).await;
     let bound = Duration::from_secs(1);
     let mut app = spawn_with(|s| {
-        s.notify_urls = vec![url];
-        s.shutdown_drain_seconds = bound.as_secs();
+        s.notifications.urls = vec![url];
+        s.notifications.shutdown_drain_seconds = bound.as_secs();
     })
     .await;
     one_delivery_in_flight(&app, &slow).await;
@@ -125,9 +125,9 @@ async fn an_on_end_post_in_flight_is_drained_at_exit() {
     let base = hook.replace("/hook", "/api/");
     let bound = Duration::from_secs(4);
     let mut app = spawn_with(|s| {
-        s.enabled_filters = vec!["ExternalServiceFilter".into()];
-        s.external_service_base_endpoint = Some(base);
-        s.shutdown_drain_seconds = bound.as_secs();
+        s.enforcement.enabled_filters = vec!["ExternalServiceFilter".into()];
+        s.enforcement.external_service_base_endpoint = Some(base);
+        s.notifications.shutdown_drain_seconds = bound.as_secs();
     })
     .await;
     app.host("c1", json!({})).await;

@@ -208,7 +208,7 @@ pub async fn spawn_with_driver(
 ) -> TestApp {
     let clock = Arc::new(ManualClock::new(t0()));
     let configure = |s: &mut Settings| {
-        s.runner = false;
+        s.runner.enabled = false;
         configure(s)
     };
     spawn_clocked(configure, clock.clone(), Some(clock), Some(driver)).await
@@ -219,7 +219,7 @@ pub async fn spawn_with_driver(
 pub async fn spawn_manual(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let clock = Arc::new(ManualClock::new(t0()));
     let configure = |s: &mut Settings| {
-        s.runner = false;
+        s.runner.enabled = false;
         configure(s)
     };
     spawn_clocked(configure, clock.clone(), Some(clock), None).await
@@ -238,18 +238,16 @@ async fn spawn_clocked(
     driver: Option<Arc<dyn ResourceDriver>>,
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings {
-        bind: "127.0.0.1:0".into(),
-        database_url: format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("blazar.db").display()
-        ),
-        log_filter: "warn".into(),
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.api.bind = "127.0.0.1:0".into();
+    settings.database.connection = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("blazar.db").display()
+    );
+    settings.log.filter = "warn".into();
     let pg = if on_postgres() {
         let (db, url) = PgDatabase::create().await;
-        settings.database_url = url;
+        settings.database.connection = url;
         Some(db)
     } else {
         None
