@@ -145,16 +145,19 @@ pub struct HostFacts {
 impl HostFacts {
     /// Stores `key` when it names a fact; returns whether it did.
     fn take(&mut self, key: &str, value: &Value) -> Result<bool, Refusal> {
-        let int = || FactInt::check(value).map_err(|r| r.named(key));
+        // The body is read as a whole, so a refusal is named here rather than by its path.
+        let named = |r: Refusal| r.named(key);
+        let int = || FactInt::check(value).map_err(named);
+        let text = || FactText::check(value).map_err(named);
         match key {
             "vcpus" => self.vcpus = Some(int()?),
             "memory_mb" => self.memory_mb = Some(int()?),
             "local_gb" => self.local_gb = Some(int()?),
             "hypervisor_version" => self.hypervisor_version = Some(int()?),
-            "hypervisor_type" => self.hypervisor_type = Some(FactText::check(key, value)?),
-            "cpu_info" => self.cpu_info = Some(CpuInfo::check(key, value)?),
-            "service_name" => self.service_name = Some(FactText::check(key, value)?),
-            "availability_zone" => self.availability_zone = Some(FactText::check(key, value)?),
+            "hypervisor_type" => self.hypervisor_type = Some(text()?),
+            "cpu_info" => self.cpu_info = Some(CpuInfo::check(value).map_err(named)?),
+            "service_name" => self.service_name = Some(text()?),
+            "availability_zone" => self.availability_zone = Some(text()?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -205,21 +208,22 @@ pub type FactText = Text<MAX_FACT_TEXT_CHARS>;
 pub type CpuInfo = Text<MAX_CPU_INFO_CHARS>;
 
 impl<const MAX: usize> Text<MAX> {
-    fn check(key: &str, value: &Value) -> Result<Self, Refusal> {
+    /// Checks a present value; named by its path.
+    fn check(value: &Value) -> Result<Self, Refusal> {
         let Value::String(s) = value else {
-            return Err(Refusal::malformed_as(
-                key,
-                format!("must be a string, not {}", input::json_kind(value)),
-            ));
+            return Err(Refusal::malformed(format!(
+                "must be a string, not {}",
+                input::json_kind(value)
+            )));
         };
-        input::text_rule(s, 0, MAX).map_err(|reason| Refusal::malformed_as(key, reason))?;
+        input::text_rule(s, 0, MAX).map_err(Refusal::malformed)?;
         Ok(Self(s.clone()))
     }
 }
 
 impl<'de, const MAX: usize> Deserialize<'de> for Text<MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked(d, |v| Self::check("text", &v.ok_or_else(Refusal::missing)?))
+        checked(d, |v| Self::check(&v.ok_or_else(Refusal::missing)?))
     }
 }
 
