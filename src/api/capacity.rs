@@ -8,13 +8,13 @@ use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 
 use super::{
     ApiTags,
+    body::Body,
     error::{OpResult, ops},
-    leases::LeaseCreateDoc,
-    types::{FastJson, Nullable, RawBody},
+    types::{FastJson, Nullable},
 };
 use crate::{
     auth::Caller,
-    domain::{capacity::RawQuery, dates::format_lease_date},
+    domain::{capacity::RawQuery, dates::format_lease_date, lease::LeaseCreate},
     service::{
         Services,
         capacity::{Blocking, Calendar, FreeWindow, LeasePlan, ReservationPlan},
@@ -260,9 +260,9 @@ impl CapacityApi {
         &self,
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
-        body: Json<RawBody<LeaseCreateDoc>>,
+        body: Json<Body<LeaseCreate>>,
     ) -> OpResult<FastJson<PlanEnvelope>, ops::PlanLease> {
-        let plan = svc.plan_lease(&caller, &body.0.object).await?;
+        let plan = svc.plan_lease(&caller, &body.0.0).await?;
         Ok(FastJson(PlanEnvelope { plan: plan.into() }))
     }
 

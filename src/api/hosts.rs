@@ -12,14 +12,18 @@ use poem_openapi::{
 
 use super::{
     ApiTags,
+    body::Body,
     conditional::{self, Rendered},
     error::{OpResult, ops},
     paging::{self, PageLink},
-    types::{FactInt, FastJson, Nullable, RawBody},
+    types::{FastJson, Nullable},
 };
 use crate::{
     auth::Caller,
-    domain::dates::{format_lease_date, format_timestamp},
+    domain::{
+        dates::{format_lease_date, format_timestamp},
+        host::{HostCreate, HostUpdate, PropertyUpdate},
+    },
     service::{
         Services,
         hosts::{AllocationQuery, HostAllocations, HostPage},
@@ -187,119 +191,6 @@ pub struct HostList {
     pub hosts_links: Option<Vec<PageLink>>,
 }
 
-/// A host to enrol. `name` is its hypervisor hostname; the hardware facts are optional (with no
-/// Nova here they come from this body; defaults: 0, `""`, service_name = name); every other key
-/// is an extra capability: a string, a number or a boolean, stored and shown as a string
-/// (`4` as `"4"`, `4.5` as `"4.5"`, `true` as `"true"`).
-#[derive(Debug, Object)]
-#[oai(rename = "HostCreate")]
-pub struct HostCreateDoc {
-    /// 1 to 255 characters, no control characters.
-    #[oai(validator(
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
-    ))]
-    pub name: String,
-    pub vcpus: Option<FactInt>,
-    pub memory_mb: Option<FactInt>,
-    pub local_gb: Option<FactInt>,
-    pub hypervisor_type: Option<String>,
-    pub hypervisor_version: Option<FactInt>,
-    pub cpu_info: Option<String>,
-    pub service_name: Option<String>,
-    pub availability_zone: Option<String>,
-    #[oai(flatten)]
-    pub extra_capabilities: BTreeMap<String, CapabilityValue>,
-}
-
-/// Capabilities to set, flat (`{"gpu": "true"}`, as the CLI sends) or wrapped
-/// (`{"values": {"gpu": "true"}}`, as the seed shows). A value is a string, a number or a
-/// boolean, stored as a string; a null value removes the capability.
-/// Hardware facts (vcpus, memory_mb, ...) may be updated too.
-#[derive(Debug, Object)]
-#[oai(rename = "HostUpdate")]
-pub struct HostUpdateDoc {
-    /// The seed's form: the capabilities to set, alone in the body.
-    pub values: Option<BTreeMap<String, CapabilityValue<true>>>,
-    pub vcpus: Option<FactInt>,
-    pub memory_mb: Option<FactInt>,
-    pub local_gb: Option<FactInt>,
-    pub hypervisor_type: Option<String>,
-    pub hypervisor_version: Option<FactInt>,
-    pub cpu_info: Option<String>,
-    pub service_name: Option<String>,
-    pub availability_zone: Option<String>,
-    #[oai(flatten)]
-    pub capabilities: BTreeMap<String, CapabilityValue<true>>,
-}
-
-/// Documentation type for an extra capability's value in a request: a string, a number
-/// (integers included) or a boolean, and with `NULLABLE` also `null` (remove it). Bodies are
-/// parsed by the domain layer (`domain::host`); this type only makes the spec say what the server
-/// accepts. `oneOf` of string, number and boolean: an integer is a number in JSON Schema, so a
-/// separate `integer` branch would make every integer match two branches and fail `oneOf`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CapabilityValue<const NULLABLE: bool = false>(pub Option<serde_json::Value>);
-
-impl<const NULLABLE: bool> poem_openapi::types::Type for CapabilityValue<NULLABLE> {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = serde_json::Value;
-    type RawElementValueType = serde_json::Value;
-
-    fn name() -> std::borrow::Cow<'static, str> {
-        if NULLABLE {
-            "nullable_capability_value".into()
-        } else {
-            "capability_value".into()
-        }
-    }
-
-    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
-        use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
-        let branch = |ty: &'static str| MetaSchemaRef::Inline(Box::new(MetaSchema::new(ty)));
-        // OpenAPI 3.0's `nullable` only counts beside a `type`, so null goes on one branch (and
-        // then matches exactly one, as `oneOf` wants).
-        let string = MetaSchemaRef::Inline(Box::new(MetaSchema {
-            nullable: NULLABLE,
-            ..MetaSchema::new("string")
-        }));
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            one_of: vec![string, branch("number"), branch("boolean")],
-            ..MetaSchema::ANY
-        }))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        self.0.as_ref()
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.0.iter())
-    }
-}
-
-impl<const NULLABLE: bool> poem_openapi::types::ParseFromJSON for CapabilityValue<NULLABLE> {
-    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
-        use serde_json::Value;
-        match value {
-            Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => Ok(Self(Some(v))),
-            None | Some(Value::Null) if NULLABLE => Ok(Self(None)),
-            _ => Err(poem_openapi::types::ParseError::custom(
-                "expected a string, a number or a boolean",
-            )),
-        }
-    }
-}
-
-impl<const NULLABLE: bool> poem_openapi::types::ToJSON for CapabilityValue<NULLABLE> {
-    fn to_json(&self) -> Option<serde_json::Value> {
-        Some(self.0.clone().unwrap_or(serde_json::Value::Null))
-    }
-}
-
 #[derive(ApiResponse)]
 pub enum HostCreated {
     /// The host, as stored (or, for a retry with the same `Idempotency-Key`, the first
@@ -443,13 +334,6 @@ pub struct PropertyEnvelope {
     pub resource_property: PropertyView,
 }
 
-/// `private: true` hides a property from non-admin listings.
-#[derive(Debug, Object)]
-#[oai(rename = "ResourcePropertyUpdate")]
-pub struct PropertyUpdateDoc {
-    pub private: bool,
-}
-
 /// Upstream treats any non-empty value as true (even `false`); we read it as a boolean.
 fn flag(v: Option<String>) -> bool {
     v.is_some_and(|s| {
@@ -489,7 +373,7 @@ impl HostsApi {
         &self,
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
-        body: Json<RawBody<HostCreateDoc>>,
+        body: Json<Body<HostCreate>>,
         /// Makes the enrolment safe to retry: the same key with the same body (same project)
         /// within 24 hours (configurable) gets the first response again and enrols nothing;
         /// with another body it is 422. 1 to 255 visible ASCII characters, e.g. a UUID.
@@ -501,7 +385,7 @@ impl HostsApi {
             status: 202,
             render: created_body,
         });
-        let body = match svc.create_host(&caller, &body.0.object, once).await? {
+        let body = match svc.create_host(&caller, &body.0.0, once).await? {
             Created::New(host) => created_body(&host),
             Created::Replayed(first) => first.body,
         };
@@ -585,10 +469,10 @@ impl HostsApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         property_name: Path<String>,
-        body: Json<RawBody<PropertyUpdateDoc>>,
+        body: Json<Body<PropertyUpdate>>,
     ) -> OpResult<Json<PropertyEnvelope>, ops::UpdateHostProperty> {
         let p = svc
-            .update_property(&caller, &property_name, &body.0.object)
+            .update_property(&caller, &property_name, &body.0.0)
             .await?;
         Ok(Json(PropertyEnvelope {
             resource_property: PropertyView {
@@ -639,7 +523,7 @@ impl HostsApi {
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
         host_id: Path<String>,
-        body: Json<RawBody<HostUpdateDoc>>,
+        body: Json<Body<HostUpdate>>,
         /// Update only if the host's entity tag is one of these (`*`: any); else 412 and
         /// nothing changes.
         #[oai(name = "If-Match")]
@@ -647,7 +531,7 @@ impl HostsApi {
     ) -> OpResult<HostAccepted, ops::UpdateHost> {
         let if_match = conditional::condition("If-Match", if_match.0)?;
         let host = svc
-            .update_host(&caller, &host_id, &body.0.object, if_match.as_ref())
+            .update_host(&caller, &host_id, &body.0.0, if_match.as_ref())
             .await?;
         let etag = host.etag();
         Ok(HostAccepted::Accepted(

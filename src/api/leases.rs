@@ -8,18 +8,21 @@ use poem_openapi::{
     param::{Header, Path, Query},
     payload::Json,
 };
-use serde_json::Value;
 
 use super::{
     ApiTags,
+    body::Body,
     conditional::{self, Rendered},
     error::{OpResult, ops},
     paging::{self, PageLink},
-    types::{Count, FastJson, Nullable, RawBody},
+    types::{FastJson, Nullable},
 };
 use crate::{
     auth::Caller,
-    domain::dates::{format_lease_date, format_timestamp},
+    domain::{
+        dates::{format_lease_date, format_timestamp},
+        lease::{LeaseCreate, LeaseUpdate},
+    },
     service::{
         Services,
         idempotency::{Created, Once},
@@ -178,80 +181,6 @@ pub struct LeaseList {
     pub leases_links: Option<Vec<PageLink>>,
 }
 
-/// A host reservation requested in a new lease.
-#[derive(Debug, Object)]
-#[oai(rename = "ReservationCreate")]
-pub struct ReservationCreateDoc {
-    /// Must be `physical:host`.
-    pub resource_type: String,
-    /// Fewest hosts the lease accepts (>= 1); a string holding an integer is accepted too.
-    pub min: Count,
-    /// Most hosts the lease wants (>= min); a string holding an integer is accepted too.
-    pub max: Count,
-    /// Filter on host columns: a string holding JSON such as `["==", "$vcpus", "4"]`, or `""`.
-    pub hypervisor_properties: Option<String>,
-    /// Filter on extra capabilities, same language, or `""`.
-    pub resource_properties: Option<String>,
-    /// Action before the end: `""` (none), `default` (the server's configured action, the
-    /// default) or `snapshot`.
-    pub before_end: Option<String>,
-}
-
-/// A lease to create. Dates are `YYYY-MM-DD HH:MM` in UTC (seconds and a `T` separator are
-/// accepted too); `start_date` may be `now`.
-#[derive(Debug, Object)]
-#[oai(rename = "LeaseCreate")]
-pub struct LeaseCreateDoc {
-    /// 1 to 80 characters, no control characters.
-    #[oai(validator(min_length = 1, max_length = 80, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
-    pub name: String,
-    pub start_date: String,
-    pub end_date: String,
-    /// When `before_end_lease` fires (strictly between start and end); default: 60 minutes
-    /// before the end (configurable).
-    #[oai(nullable)]
-    pub before_end_date: Option<String>,
-    /// At most 32 (configurable).
-    #[oai(nullable)]
-    pub reservations: Option<Vec<ReservationCreateDoc>>,
-    /// Events are created by the server; only an empty list is accepted.
-    #[oai(nullable, validator(max_items = 0))]
-    pub events: Option<Vec<Value>>,
-}
-
-/// Changes to one reservation of the lease, by id.
-#[derive(Debug, Object)]
-#[oai(rename = "ReservationUpdate")]
-pub struct ReservationUpdateDoc {
-    pub id: String,
-    pub min: Option<Count>,
-    pub max: Option<Count>,
-    pub hypervisor_properties: Option<String>,
-    pub resource_properties: Option<String>,
-    pub before_end: Option<String>,
-    /// May be given, but must equal the stored value.
-    pub resource_type: Option<String>,
-}
-
-/// Changes to a lease. The start can move only before the lease starts; a terminated lease can
-/// only be renamed. Hosts are re-chosen where the new window or parameters need it, keeping the
-/// hosts already held where possible; a refused update changes nothing.
-#[derive(Debug, Object)]
-#[oai(rename = "LeaseUpdate")]
-pub struct LeaseUpdateDoc {
-    #[oai(validator(min_length = 1, max_length = 80, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
-    pub name: Option<String>,
-    pub start_date: Option<String>,
-    pub end_date: Option<String>,
-    #[oai(nullable)]
-    pub before_end_date: Option<String>,
-    #[oai(nullable)]
-    pub reservations: Option<Vec<ReservationUpdateDoc>>,
-    /// Only an empty list is accepted (upstream's sample sends one).
-    #[oai(nullable, validator(max_items = 0))]
-    pub events: Option<Vec<Value>>,
-}
-
 #[derive(ApiResponse)]
 pub enum LeaseCreated {
     /// The lease, as stored (or, for a retry with the same `Idempotency-Key`, the first
@@ -344,7 +273,7 @@ impl LeasesApi {
         &self,
         svc: Data<&Arc<Services>>,
         caller: Data<&Caller>,
-        body: Json<RawBody<LeaseCreateDoc>>,
+        body: Json<Body<LeaseCreate>>,
         /// Makes the create safe to retry: the same key with the same body (same project)
         /// within 24 hours (configurable) gets the first response again and creates nothing;
         /// with another body it is 422. 1 to 255 visible ASCII characters, e.g. a UUID.
@@ -356,7 +285,7 @@ impl LeasesApi {
             status: 202,
             render: created_body,
         });
-        let body = match svc.create_lease(&caller, &body.0.object, once).await? {
+        let body = match svc.create_lease(&caller, &body.0.0, once).await? {
             Created::New(lease) => created_body(&lease),
             Created::Replayed(first) => first.body,
         };
@@ -403,7 +332,7 @@ impl LeasesApi {
         caller: Data<&Caller>,
         lease_id: Path<String>,
         /// An empty body changes nothing.
-        body: Json<RawBody<LeaseUpdateDoc, false>>,
+        body: Json<Body<LeaseUpdate, false>>,
         /// Update only if the lease's entity tag is one of these (`*`: any); else 412 and
         /// nothing changes.
         #[oai(name = "If-Match")]
@@ -411,7 +340,7 @@ impl LeasesApi {
     ) -> OpResult<LeaseAccepted, ops::UpdateLease> {
         let if_match = conditional::condition("If-Match", if_match.0)?;
         let lease = svc
-            .update_lease(&caller, &lease_id, &body.0.object, if_match.as_ref())
+            .update_lease(&caller, &lease_id, &body.0.0, if_match.as_ref())
             .await?;
         let etag = lease.etag();
         Ok(LeaseAccepted::Accepted(

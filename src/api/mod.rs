@@ -3,6 +3,7 @@
 //! poem-openapi is the single source of the spec served at /openapi.json (see docs/architecture.md
 //! for why not utoipa). Every operation has a stable operationId and exactly one 2xx response.
 
+pub mod body;
 pub mod calendar;
 pub mod capacity;
 pub mod conditional;

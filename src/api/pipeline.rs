@@ -266,7 +266,9 @@ impl Pipeline {
             return Err(too_large());
         }
         let bytes = bytes::Bytes::from(bytes);
-        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        // Only a body of no bytes at all means `{}`, as upstream reads `Content-Length: 0`;
+        // whitespace alone is not JSON (upstream fails to parse it too).
+        let bytes = if bytes.is_empty() {
             bytes::Bytes::from_static(b"{}")
         } else {
             if !suffix {

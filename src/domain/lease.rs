@@ -1,13 +1,16 @@
-//! Lease rules: what a create or update body may say, the date rules, events and statuses.
+//! Lease rules: the create and update bodies (the types that document and read them), the date
+//! rules, events and statuses.
 
 use chrono::{NaiveDateTime, TimeDelta};
+use poem_openapi::Object as Documented;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{
     DomainError,
     dates::{self, Now},
     filter::Filter,
-    input::{self, Object},
+    input::{self, Body, Count, List, Object, Received, Refusal, Whole, field_type, fields_of},
 };
 
 /// The only resource type this server reserves.
@@ -16,14 +19,6 @@ pub const PHYSICAL_HOST: &str = "physical:host";
 pub const BEFORE_END_CONFIG_ACTIONS: &[&str] = &["", "snapshot"];
 pub const MAX_NAME_CHARS: usize = 80;
 
-const LEASE_FIELDS: &[&str] = &[
-    "name",
-    "start_date",
-    "end_date",
-    "before_end_date",
-    "reservations",
-    "events",
-];
 const LEASE_SERVER_OWNED: &[&str] = &[
     "id",
     "project_id",
@@ -35,23 +30,6 @@ const LEASE_SERVER_OWNED: &[&str] = &[
     "degraded",
     "created_at",
     "updated_at",
-];
-const RESERVATION_FIELDS: &[&str] = &[
-    "resource_type",
-    "min",
-    "max",
-    "hypervisor_properties",
-    "resource_properties",
-    "before_end",
-];
-const RESERVATION_UPDATE_FIELDS: &[&str] = &[
-    "id",
-    "resource_type",
-    "min",
-    "max",
-    "hypervisor_properties",
-    "resource_properties",
-    "before_end",
 ];
 const RESERVATION_SERVER_OWNED: &[&str] = &[
     "id",
@@ -98,19 +76,239 @@ pub struct LeaseRequest {
     pub reservations: Vec<ReservationRequest>,
 }
 
-/// Parses and validates a create body against `now`.
-pub fn parse_create(
-    body: &Object,
+/// A host reservation requested in a new lease.
+// Serialize: poem-openapi's `ToJSON` of a `List` of them goes through serde.
+#[derive(Debug, Clone, Documented, Deserialize, Serialize)]
+#[oai(rename = "ReservationCreate")]
+#[serde(deny_unknown_fields)]
+pub struct ReservationCreate {
+    /// Must be `physical:host`.
+    pub resource_type: ResourceType,
+    /// Fewest hosts the lease accepts (>= 1); a string holding an integer is accepted too.
+    pub min: Count,
+    /// Most hosts the lease wants (>= min); a string holding an integer is accepted too.
+    pub max: Count,
+    /// Filter on host columns: a string holding JSON such as `["==", "$vcpus", "4"]`, or `""`.
+    pub hypervisor_properties: Option<FilterText>,
+    /// Filter on extra capabilities, same language, or `""`.
+    pub resource_properties: Option<FilterText>,
+    /// Action before the end: `""` (none), `default` (the server's configured action, the
+    /// default) or `snapshot`.
+    pub before_end: Option<BeforeEndChoice>,
+}
+
+/// A lease to create. Dates are `YYYY-MM-DD HH:MM` in UTC (seconds and a `T` separator are
+/// accepted too); `start_date` may be `now`.
+#[derive(Debug, Clone, Documented, Deserialize)]
+#[oai(rename = "LeaseCreate")]
+#[serde(deny_unknown_fields)]
+pub struct LeaseCreate {
+    /// 1 to 80 characters, no control characters.
+    pub name: LeaseName,
+    pub start_date: DateText,
+    pub end_date: DateText,
+    /// When `before_end_lease` fires (strictly between start and end); default: 60 minutes
+    /// before the end (configurable).
+    #[oai(nullable)]
+    pub before_end_date: Option<DateText>,
+    /// At most 32 (configurable).
+    #[oai(nullable)]
+    pub reservations: Option<List<ReservationCreate>>,
+    /// Events are created by the server; only an empty list is accepted.
+    #[oai(nullable)]
+    pub events: Option<NoEvents>,
+}
+
+impl Body for LeaseCreate {
+    fn check_keys(object: &Object) -> Result<(), DomainError> {
+        check_keys::<Self, ReservationCreate>(object, "lease", "reservation")
+    }
+}
+
+/// Changes to one reservation of the lease, by id.
+// Serialize: poem-openapi's `ToJSON` of a `List` of them goes through serde.
+#[derive(Debug, Clone, Documented, Deserialize, Serialize)]
+#[oai(rename = "ReservationUpdate")]
+#[serde(deny_unknown_fields)]
+pub struct ReservationUpdate {
+    pub id: ReservationId,
+    /// May be given, but must equal the stored value.
+    pub resource_type: Option<GivenText>,
+    pub min: Option<Count>,
+    pub max: Option<Count>,
+    pub hypervisor_properties: Option<FilterText>,
+    pub resource_properties: Option<FilterText>,
+    pub before_end: Option<BeforeEndChoice>,
+}
+
+/// Changes to a lease. The start can move only before the lease starts; a terminated lease can
+/// only be renamed. Hosts are re-chosen where the new window or parameters need it, keeping the
+/// hosts already held where possible; a refused update changes nothing.
+#[derive(Debug, Clone, Documented, Deserialize)]
+#[oai(rename = "LeaseUpdate")]
+#[serde(deny_unknown_fields)]
+pub struct LeaseUpdate {
+    // A null name is a missing one, not "no change".
+    #[serde(default, deserialize_with = "input::present")]
+    pub name: Option<LeaseName>,
+    pub start_date: Option<DateText>,
+    pub end_date: Option<DateText>,
+    #[oai(nullable)]
+    pub before_end_date: Option<DateText>,
+    #[oai(nullable)]
+    pub reservations: Option<List<ReservationUpdate>>,
+    /// Only an empty list is accepted (upstream's sample sends one).
+    #[oai(nullable)]
+    pub events: Option<NoEvents>,
+}
+
+impl Body for LeaseUpdate {
+    fn check_keys(object: &Object) -> Result<(), DomainError> {
+        check_keys::<Self, ReservationUpdate>(object, "lease update", "reservation update")
+    }
+}
+
+/// The keys of a lease body and of each of its reservations, before serde reads a field.
+fn check_keys<L: DeserializeOwned, R: DeserializeOwned>(
+    object: &Object,
+    what: &str,
+    reservation_what: &str,
+) -> Result<(), DomainError> {
+    input::reject_unknown(object, fields_of::<L>(), LEASE_SERVER_OWNED, what)?;
+    if let Some(Value::Array(items)) = object.get("reservations") {
+        for (index, item) in items.iter().enumerate() {
+            // serde's derive would also read a reservation from an array of its values.
+            let Value::Object(item) = item else {
+                return Err(DomainError::malformed(
+                    format!("reservations[{index}]"),
+                    format!("must be an object, not {}", input::json_kind(item)),
+                ));
+            };
+            input::reject_unknown(
+                item,
+                fields_of::<R>(),
+                RESERVATION_SERVER_OWNED,
+                reservation_what,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+field_type! {
+    /// A lease's name: 1 to [`MAX_NAME_CHARS`] characters, no control characters.
+    LeaseName(String), |v| {
+        let name = input::required_string(v, Refusal::malformed, Refusal::missing())?;
+        input::text_rule(&name, 1, MAX_NAME_CHARS).map_err(Refusal::malformed)?;
+        Ok(Self(name))
+    }
+}
+
+field_type! {
+    /// A date as text (`2030-01-02 12:00`, or `now` for a start); `dates::parse_input` reads it,
+    /// against `now`.
+    DateText(String), |v| input::required_string(v, Refusal::malformed, Refusal::missing()).map(Self)
+}
+
+field_type! {
+    /// A reservation's resource type at create: `physical:host`, the only one this server
+    /// reserves.
+    ResourceType(String), |v| match v {
+        None => Err(Refusal::missing()),
+        Some(Value::String(s)) if s == PHYSICAL_HOST => Ok(Self(s)),
+        Some(Value::String(s)) => Err(Refusal::whole(
+            Whole::UnsupportedResourceType,
+            unsupported(&s),
+        )),
+        Some(_) => Err(Refusal::malformed("must be a string")),
+    }
+}
+
+field_type! {
+    /// A text field named bare in its message even inside a reservation (an update's
+    /// `resource_type`, checked against the stored value later).
+    GivenText(String), |v| input::required_string(v, Refusal::MalformedBare, Refusal::missing()).map(Self)
+}
+
+field_type! {
+    /// The id of the reservation an update changes.
+    ReservationId(String), |v| {
+        let missing = Refusal::Missing {
+            label: Some("reservation ID".into()),
+            field: None,
+        };
+        input::required_string(v, Refusal::MalformedBare, missing).map(Self)
+    }
+}
+
+field_type! {
+    /// A filter's text: JSON in the filter language (`["==", "$vcpus", "4"]`), or `""`; its
+    /// syntax is checked by [`parse_filters`].
+    FilterText(String), |v| match v {
+        Some(Value::String(s)) => Ok(Self(s)),
+        other => Err(Refusal::malformed(format!(
+            "must be a string holding a JSON filter, not {}",
+            other.as_ref().map_or("null", input::json_kind)
+        ))),
+    }
+}
+
+field_type! {
+    /// A reservation's `before_end`: `""`, `default` or `snapshot`.
+    BeforeEndChoice(BeforeEnd), |v| {
+        let refuse = |shown: String| {
+            Refusal::malformed(format!(
+                "must be one of \"\", \"default\", \"snapshot\", not {shown}"
+            ))
+        };
+        match v {
+            Some(Value::String(s)) => s
+                .parse()
+                .map(Self)
+                .map_err(|_| refuse(input::printable(&s, 40))),
+            other => Err(refuse(
+                other.as_ref().map_or("null", input::json_kind).to_string(),
+            )),
+        }
+    }
+}
+
+field_type! {
+    /// `events`: created by the server; the client may send only an empty list (as the CLI
+    /// does).
+    NoEvents(Vec<Value>), |v| match v {
+        None => Ok(Self(Vec::new())),
+        Some(Value::Array(a)) if a.is_empty() => Ok(Self(a)),
+        Some(_) => Err(Refusal::whole(
+            Whole::UnknownField,
+            "events are created by the server (start_lease, before_end_lease, end_lease); \
+             send an empty list or leave the field out",
+        )),
+    }
+}
+
+/// Reads and checks a create body against `now` and the limits.
+pub fn check_create(
+    body: &Received<LeaseCreate>,
     now: NaiveDateTime,
     limits: Limits,
 ) -> Result<LeaseRequest, DomainError> {
-    input::reject_unknown(body, LEASE_FIELDS, LEASE_SERVER_OWNED, "lease")?;
-    check_no_events(body)?;
-    let name = parse_name(body.get("name"))?;
-    let start_text = input::req_str(body, "start_date")?;
-    let end_text = input::req_str(body, "end_date")?;
-    let start = dates::parse_input("start_date", start_text, now, Now::Allowed)?;
-    let end = dates::parse_input("end_date", end_text, now, Now::Allowed)?;
+    // The number of reservations first: a body of a thousand is refused before one is read.
+    if let Some(Value::Array(items)) = body.object.get("reservations")
+        && items.len() > limits.max_reservations
+    {
+        return Err(DomainError::malformed(
+            "reservations",
+            format!(
+                "a lease may hold at most {} reservations (got {})",
+                limits.max_reservations,
+                items.len()
+            ),
+        ));
+    }
+    let body = body.parse()?;
+    let start = dates::parse_input("start_date", &body.start_date.0, now, Now::Allowed)?;
+    let end = dates::parse_input("end_date", &body.end_date.0, now, Now::Allowed)?;
     if start < dates::truncate_to_minute(now) {
         return Err(DomainError::InvalidInput(format!(
             "Start date must be later than current date: start_date {} is before {}",
@@ -120,39 +318,21 @@ pub fn parse_create(
     }
     check_end_after_start(start, end)?;
 
-    let reservations = match body.get("reservations") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => {
-            if items.len() > limits.max_reservations {
-                return Err(DomainError::malformed(
-                    "reservations",
-                    format!(
-                        "a lease may hold at most {} reservations (got {})",
-                        limits.max_reservations,
-                        items.len()
-                    ),
-                ));
-            }
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, r)| parse_reservation(i, r))
-                .collect::<Result<Vec<_>, _>>()?
-        }
-        Some(other) => {
-            return Err(DomainError::malformed(
-                "reservations",
-                format!("must be a list, not {}", input::json_kind(other)),
-            ));
-        }
-    };
+    let reservations = body
+        .reservations
+        .map(|l| l.0)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| reservation_request(i, r))
+        .collect::<Result<Vec<_>, _>>()?;
 
-    let before_end_date = parse_before_end_date(body, now)?;
+    let before_end_date = before_end_date(body.before_end_date, now)?;
     if let Some(bed) = before_end_date {
         check_before_end_within(bed, start, end)?;
     }
     Ok(LeaseRequest {
-        name,
+        name: body.name.0,
         start,
         end,
         before_end_date,
@@ -160,40 +340,14 @@ pub fn parse_create(
     })
 }
 
-fn parse_name(value: Option<&Value>) -> Result<String, DomainError> {
-    match value {
-        None | Some(Value::Null) => Err(DomainError::MissingParameter("name".into())),
-        Some(Value::String(s)) => {
-            input::check_text("name", s, 1, MAX_NAME_CHARS)?;
-            Ok(s.clone())
-        }
-        Some(other) => Err(DomainError::malformed(
-            "name",
-            format!("must be a string, not {}", input::json_kind(other)),
-        )),
-    }
-}
-
-/// Events are created by the server; the client may send only an empty list (as the CLI does).
-fn check_no_events(body: &Object) -> Result<(), DomainError> {
-    match body.get("events") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Array(a)) if a.is_empty() => Ok(()),
-        Some(_) => Err(DomainError::UnknownField(
-            "events are created by the server (start_lease, before_end_lease, end_lease); \
-             send an empty list or leave the field out"
-                .into(),
-        )),
-    }
-}
-
-fn parse_before_end_date(
-    body: &Object,
+fn before_end_date(
+    text: Option<DateText>,
     now: NaiveDateTime,
 ) -> Result<Option<NaiveDateTime>, DomainError> {
-    match input::opt_str(body, "before_end_date")? {
-        None | Some("") => Ok(None),
-        Some(text) => dates::parse_input("before_end_date", text, now, Now::Forbidden).map(Some),
+    match text {
+        None => Ok(None),
+        Some(t) if t.0.is_empty() => Ok(None),
+        Some(t) => dates::parse_input("before_end_date", &t.0, now, Now::Forbidden).map(Some),
     }
 }
 
@@ -232,80 +386,35 @@ fn field(index: usize, name: &str) -> String {
     format!("reservations[{index}].{name}")
 }
 
-/// A nested parameter as a Missing/Malformed message names it: upstream's bare name first
-/// (`Missing parameter min`), then where it is.
-fn param(index: usize, name: &str) -> String {
-    format!("{name} ({})", field(index, name))
-}
-
-fn parse_reservation(index: usize, value: &Value) -> Result<ReservationRequest, DomainError> {
-    let obj = value.as_object().ok_or_else(|| {
-        DomainError::malformed(
-            format!("reservations[{index}]"),
-            format!("must be an object, not {}", input::json_kind(value)),
-        )
-    })?;
-    input::reject_unknown(
-        obj,
-        RESERVATION_FIELDS,
-        RESERVATION_SERVER_OWNED,
-        "reservation",
-    )?;
-    let resource_type = input::opt_str(obj, "resource_type")
-        .map_err(|_| DomainError::malformed(param(index, "resource_type"), "must be a string"))?
-        .ok_or_else(|| DomainError::MissingParameter(param(index, "resource_type")))?;
-    check_resource_type(resource_type)?;
-    let min = count(obj, index, "min")?
-        .ok_or_else(|| DomainError::MissingParameter(param(index, "min")))?;
-    let max = count(obj, index, "max")?
-        .ok_or_else(|| DomainError::MissingParameter(param(index, "max")))?;
+fn reservation_request(
+    index: usize,
+    r: ReservationCreate,
+) -> Result<ReservationRequest, DomainError> {
+    let (min, max) = (count(r.min), count(r.max));
     check_range(index, min, max)?;
-    let hypervisor_properties =
-        filter_text(obj, index, "hypervisor_properties")?.unwrap_or_default();
-    let resource_properties = filter_text(obj, index, "resource_properties")?.unwrap_or_default();
-    let before_end = before_end(obj, index)?.unwrap_or(BeforeEnd::Default);
+    let hypervisor_properties = r.hypervisor_properties.map(|f| f.0).unwrap_or_default();
+    let resource_properties = r.resource_properties.map(|f| f.0).unwrap_or_default();
     let filter = parse_filters(index, &hypervisor_properties, &resource_properties)?;
     Ok(ReservationRequest {
         min,
         max,
         hypervisor_properties,
         resource_properties,
-        before_end,
+        before_end: r.before_end.map_or(BeforeEnd::Default, |b| b.0),
         filter,
     })
 }
 
-pub fn check_resource_type(resource_type: &str) -> Result<(), DomainError> {
-    if resource_type != PHYSICAL_HOST {
-        return Err(DomainError::UnsupportedResourceType(
-            input::printable(resource_type, 40)
-                .trim_matches('\'')
-                .to_string(),
-        ));
-    }
-    Ok(())
+/// Upstream's UnsupportedResourceType names the type as given (escaped, capped).
+fn unsupported(resource_type: &str) -> String {
+    input::printable(resource_type, 40)
+        .trim_matches('\'')
+        .to_string()
 }
 
-/// `min`/`max`: a positive integer, as a JSON integer or a string holding one.
-fn count(obj: &Object, index: usize, name: &str) -> Result<Option<i32>, DomainError> {
-    let Some(v) = obj.get(name).filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let n = input::int_value(&param(index, name), v)?;
-    if n < 1 {
-        // Upstream's text names both, whichever is wrong.
-        return Err(DomainError::malformed(
-            "min and max (must be greater than or equal to 1)",
-            format!("{} is {n}", field(index, name)),
-        ));
-    }
-    if n > i64::from(i32::MAX) {
-        return Err(DomainError::malformed(
-            param(index, name),
-            format!("must be between 1 and {} (got {n})", i32::MAX),
-        ));
-    }
-    Ok(Some(n as i32))
+/// A count as the reservation rows hold it: [`Count`] is at most `i32::MAX`.
+fn count(c: Count) -> i32 {
+    c.0 as i32
 }
 
 /// `min <= max` for reservation `index` (its position in the body, or in the lease).
@@ -316,37 +425,6 @@ pub fn check_range(index: usize, min: i32, max: i32) -> Result<(), DomainError> 
         )));
     }
     Ok(())
-}
-
-fn filter_text(obj: &Object, index: usize, name: &str) -> Result<Option<String>, DomainError> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(DomainError::malformed(
-            param(index, name),
-            format!(
-                "must be a string holding a JSON filter, not {}",
-                input::json_kind(other)
-            ),
-        )),
-    }
-}
-
-fn before_end(obj: &Object, index: usize) -> Result<Option<BeforeEnd>, DomainError> {
-    let refuse = |shown: String| {
-        DomainError::malformed(
-            param(index, "before_end"),
-            format!("must be one of \"\", \"default\", \"snapshot\", not {shown}"),
-        )
-    };
-    match obj.get("before_end") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| refuse(input::printable(s, 40))),
-        Some(v) => Err(refuse(input::json_kind(v).to_string())),
-    }
 }
 
 pub fn parse_filters(
@@ -405,36 +483,24 @@ impl LeaseChanges {
     }
 }
 
-/// Parses an update body. Rules that depend on the stored lease are in [`plan_dates`].
-pub fn parse_update(body: &Object, now: NaiveDateTime) -> Result<LeaseChanges, DomainError> {
-    input::reject_unknown(body, LEASE_FIELDS, LEASE_SERVER_OWNED, "lease update")?;
-    check_no_events(body)?;
-    let name = match body.get("name") {
-        None => None,
-        v => Some(parse_name(v)?),
-    };
-    let date = |name: &str| -> Result<Option<NaiveDateTime>, DomainError> {
-        input::opt_str(body, name)?
-            .map(|t| dates::parse_input(name, t, now, Now::Allowed))
+/// Checks an update body against `now`. Rules that depend on the stored lease are in
+/// [`plan_dates`].
+pub fn check_update(body: LeaseUpdate, now: NaiveDateTime) -> Result<LeaseChanges, DomainError> {
+    let date = |name: &str, text: Option<DateText>| {
+        text.map(|t| dates::parse_input(name, &t.0, now, Now::Allowed))
             .transpose()
     };
-    let start = date("start_date")?;
-    let end = date("end_date")?;
-    let before_end_date = parse_before_end_date(body, now)?;
-    let reservations = match body.get("reservations") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, r)| parse_reservation_change(i, r))
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(other) => {
-            return Err(DomainError::malformed(
-                "reservations",
-                format!("must be a list, not {}", input::json_kind(other)),
-            ));
-        }
-    };
+    let start = date("start_date", body.start_date)?;
+    let end = date("end_date", body.end_date)?;
+    let before_end_date = before_end_date(body.before_end_date, now)?;
+    let reservations = body
+        .reservations
+        .map(|l| l.0)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| reservation_change(i, r))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut seen = std::collections::HashSet::new();
     for r in &reservations {
         if !seen.insert(r.id.as_str()) {
@@ -445,7 +511,7 @@ pub fn parse_update(body: &Object, now: NaiveDateTime) -> Result<LeaseChanges, D
         }
     }
     Ok(LeaseChanges {
-        name,
+        name: body.name.map(|n| n.0),
         start,
         end,
         before_end_date,
@@ -453,37 +519,18 @@ pub fn parse_update(body: &Object, now: NaiveDateTime) -> Result<LeaseChanges, D
     })
 }
 
-fn parse_reservation_change(index: usize, value: &Value) -> Result<ReservationChange, DomainError> {
-    let obj = value.as_object().ok_or_else(|| {
-        DomainError::malformed(
-            format!("reservations[{index}]"),
-            format!("must be an object, not {}", input::json_kind(value)),
-        )
-    })?;
-    let server_owned: Vec<&str> = RESERVATION_SERVER_OWNED
-        .iter()
-        .copied()
-        .filter(|k| *k != "id")
-        .collect();
-    input::reject_unknown(
-        obj,
-        RESERVATION_UPDATE_FIELDS,
-        &server_owned,
-        "reservation update",
-    )?;
-    let id = input::opt_str(obj, "id")?
-        .ok_or_else(|| {
-            DomainError::MissingParameter(format!("reservation ID ({})", field(index, "id")))
-        })?
-        .to_string();
+fn reservation_change(
+    index: usize,
+    r: ReservationUpdate,
+) -> Result<ReservationChange, DomainError> {
     let change = ReservationChange {
-        id,
-        min: count(obj, index, "min")?,
-        max: count(obj, index, "max")?,
-        hypervisor_properties: filter_text(obj, index, "hypervisor_properties")?,
-        resource_properties: filter_text(obj, index, "resource_properties")?,
-        before_end: before_end(obj, index)?,
-        resource_type: input::opt_str(obj, "resource_type")?.map(str::to_string),
+        id: r.id.0,
+        min: r.min.map(count),
+        max: r.max.map(count),
+        hypervisor_properties: r.hypervisor_properties.map(|f| f.0),
+        resource_properties: r.resource_properties.map(|f| f.0),
+        before_end: r.before_end.map(|b| b.0),
+        resource_type: r.resource_type.map(|t| t.0),
     };
     // Check the filter syntax now; the combination with stored values is checked by the service.
     parse_filters(
@@ -594,6 +641,16 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_reservations: 4,
     };
+    fn parse_create(
+        body: &Object,
+        now: NaiveDateTime,
+        limits: Limits,
+    ) -> Result<LeaseRequest, DomainError> {
+        check_create(&Received::new(body.clone()), now, limits)
+    }
+    fn parse_update(body: &Object, now: NaiveDateTime) -> Result<LeaseChanges, DomainError> {
+        check_update(input::parse(body)?, now)
+    }
     fn create(v: Value) -> Result<LeaseRequest, DomainError> {
         parse_create(v.as_object().unwrap(), now(), LIMITS)
     }

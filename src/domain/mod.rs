@@ -1,4 +1,5 @@
-//! Pure domain rules: input dates, validation, the filter language, host choice, statuses, events.
+//! Pure domain rules: input dates, the request body types and their checks, the filter language,
+//! host choice, statuses, events.
 //!
 //! Nothing here touches the database or reads the clock: callers pass `now` in. That keeps every
 //! rule unit-testable and lets the service layer decide where the transaction boundaries are.

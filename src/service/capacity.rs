@@ -18,7 +18,7 @@ use crate::domain::{
     },
     dates::format_lease_date,
     filter::Filter,
-    input::Object,
+    input::Received,
     lease::{self as rules, LeaseRequest},
     placement::{HostNeed, World, create_needs},
 };
@@ -123,11 +123,11 @@ impl Services {
     pub async fn plan_lease(
         &self,
         caller: &Caller,
-        body: &Object,
+        body: &Received<rules::LeaseCreate>,
     ) -> Result<LeasePlan, DomainError> {
         self.authorize("blazar:leases:plan", caller)?;
         let now = self.clock.now();
-        let req = rules::parse_create(body, now, self.limits())?;
+        let req = rules::check_create(body, now, self.limits())?;
         self.plan(caller, &req, now).await
     }
 

@@ -26,7 +26,7 @@ use crate::domain::{
     DomainError,
     dates::{format_lease_date, truncate_to_second},
     host as rules,
-    input::{self, Object},
+    input::{self, Received},
     lease::{PHYSICAL_HOST, parse_filters},
     page::{Page, PageRequest, marker_not_found},
     placement::attach_capabilities,
@@ -117,12 +117,12 @@ impl Services {
     pub async fn create_host(
         self: &Arc<Self>,
         caller: &Caller,
-        body: &Object,
+        body: &Received<rules::HostCreate>,
         once: Option<Once<HostRecord>>,
     ) -> Result<Created<HostRecord>, DomainError> {
         self.authorize("blazar:oshosts:post", caller)?;
-        let claim = once.map(|o| Claim::new("createHost", caller, body, o));
-        let req = rules::parse_create(body)?;
+        let claim = once.map(|o| Claim::new("createHost", caller, &body.object, o));
+        let req = rules::check_create(body.parse()?)?;
         let svc = self.clone();
         tokio::spawn(async move { svc.enrol_host(req, claim).await })
             .await
@@ -235,11 +235,11 @@ impl Services {
         &self,
         caller: &Caller,
         id: &str,
-        body: &Object,
+        body: &Received<rules::HostUpdate>,
         if_match: Option<&Precondition>,
     ) -> Result<HostRecord, DomainError> {
         self.authorize("blazar:oshosts:put", caller)?;
-        let changes = rules::parse_update(body)?;
+        let changes = rules::check_update(body.parse()?)?;
         let now = self.clock.now();
         let stamp = truncate_to_second(now);
 
@@ -489,23 +489,10 @@ impl Services {
         &self,
         caller: &Caller,
         name: &str,
-        body: &Object,
+        body: &Received<rules::PropertyUpdate>,
     ) -> Result<resource_property::Model, DomainError> {
         self.authorize("blazar:oshosts:update_resource_properties", caller)?;
-        input::reject_unknown(
-            body,
-            &["private"],
-            &[
-                "id",
-                "resource_type",
-                "property_name",
-                "created_at",
-                "updated_at",
-            ],
-            "resource property update",
-        )?;
-        let private = input::opt_bool(body, "private")?
-            .ok_or_else(|| DomainError::MissingParameter("private".into()))?;
+        let private = body.parse()?.private.0;
         let stamp = truncate_to_second(self.clock.now());
         let txn = self.db.write().await?;
         let prop = resource_property::Entity::find()

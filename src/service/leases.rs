@@ -24,7 +24,7 @@ use crate::db::WriteTxn;
 use crate::domain::{
     DomainError,
     dates::truncate_to_second,
-    input::Object,
+    input::Received,
     lease::{self as rules, CurrentLease, EventStatus, EventType, LeaseStatus, ReservationStatus},
     lifecycle,
     page::{Page, PageRequest, marker_not_found},
@@ -211,18 +211,18 @@ impl Services {
     pub async fn create_lease(
         &self,
         caller: &Caller,
-        body: &Object,
+        body: &Received<rules::LeaseCreate>,
         once: Option<Once<LeaseDetail>>,
     ) -> Result<Created<LeaseDetail>, DomainError> {
         self.authorize("blazar:leases:post", caller)?;
         let now = self.clock.now();
-        let claim = once.map(|o| Claim::new("createLease", caller, body, o));
+        let claim = once.map(|o| Claim::new("createLease", caller, &body.object, o));
         // A retry is answered before its body is checked again: a start that was in the future
         // at the first attempt may be in the past now.
         if let Some(replay) = self.replay_early(claim.as_ref(), now).await? {
             return Ok(Created::Replayed(replay));
         }
-        let req = rules::parse_create(body, now, self.limits())?;
+        let req = rules::check_create(body, now, self.limits())?;
         // Usage enforcement asks before the write turn (an outside call may take seconds).
         self.enforce_create(caller, &req, now).await?;
         let stamp = truncate_to_second(now);
@@ -369,11 +369,11 @@ impl Services {
         &self,
         caller: &Caller,
         id: &str,
-        body: &Object,
+        body: &Received<rules::LeaseUpdate>,
         if_match: Option<&Precondition>,
     ) -> Result<LeaseDetail, DomainError> {
         let now = self.clock.now();
-        let changes = rules::parse_update(body, now)?;
+        let changes = rules::check_update(body.parse()?, now)?;
         // Usage enforcement asks before the write turn; `checked` is the lease it judged.
         let checked = self.enforce_update(caller, id, &changes, now).await?;
         let stamp = truncate_to_second(now);

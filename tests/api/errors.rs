@@ -233,6 +233,26 @@ async fn an_empty_body_is_an_empty_object() {
     assert!(msg.contains("Missing parameter name"), "{msg}");
 }
 
+/// Only a body of no bytes is `{}`: whitespace alone is not JSON (schemathesis sends `"\n"` to
+/// an optional body and rightly expects a refusal).
+#[tokio::test]
+async fn a_body_of_whitespace_is_not_json() {
+    crate::skip_if_no_database!();
+    let app = spawn_app().await;
+    for body in [&b"\n"[..], b"   ", b"\r\n\t"] {
+        let msg = app
+            .raw(
+                Method::POST,
+                "/v1/leases",
+                &[("content-type", "application/json")],
+                Some(body.to_vec()),
+            )
+            .await
+            .expect_error(400);
+        assert!(msg.contains("The request body is not valid JSON"), "{msg}");
+    }
+}
+
 #[tokio::test]
 async fn json_content_type_with_charset_is_accepted() {
     crate::skip_if_no_database!();
