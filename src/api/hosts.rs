@@ -80,7 +80,11 @@ impl From<HostRecord> for HostView {
             trust_id: h.trust_id.into(),
             created_at: format_timestamp(h.created_at),
             updated_at: h.updated_at.map(format_timestamp).into(),
-            capabilities: r.capabilities.into_iter().collect(),
+            capabilities: r
+                .capabilities
+                .into_iter()
+                .map(|c| (c.name, c.value))
+                .collect(),
         }
     }
 }
@@ -110,8 +114,8 @@ impl serde::Serialize for HostOut<'_> {
         m.serialize_entry("trust_id", &h.trust_id)?;
         m.serialize_entry("created_at", &format_timestamp(h.created_at))?;
         m.serialize_entry("updated_at", &h.updated_at.map(format_timestamp))?;
-        for (name, value) in &self.0.capabilities {
-            m.serialize_entry(name, value)?;
+        for c in &self.0.capabilities {
+            m.serialize_entry(&c.name, &c.value)?;
         }
         m.end()
     }
@@ -618,7 +622,10 @@ mod tests {
             },
             capabilities: caps
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| crate::domain::placement::Capability {
+                    name: k.to_string(),
+                    value: v.to_string(),
+                })
                 .collect(),
         }
     }

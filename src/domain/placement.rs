@@ -22,8 +22,15 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct HostRecord {
     pub host: host::Model,
-    /// (name, value) of each capability, sorted by name.
-    pub capabilities: Vec<(String, String)>,
+    /// Each capability, sorted by name.
+    pub capabilities: Vec<Capability>,
+}
+
+/// One extra capability of a host (`gpu = "true"`), as the host shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Capability {
+    pub name: String,
+    pub value: String,
 }
 
 /// One capability row of one host, as the database holds it.
@@ -36,12 +43,12 @@ pub struct CapabilityRow {
 
 /// Joins hosts (in id order) with their capabilities.
 pub fn attach_capabilities(hosts: Vec<host::Model>, caps: Vec<CapabilityRow>) -> Vec<HostRecord> {
-    let mut by_host: HashMap<i64, Vec<(String, String)>> = HashMap::new();
+    let mut by_host: HashMap<i64, Vec<Capability>> = HashMap::new();
     for c in caps {
-        by_host
-            .entry(c.host_id)
-            .or_default()
-            .push((c.name, c.value));
+        by_host.entry(c.host_id).or_default().push(Capability {
+            name: c.name,
+            value: c.value,
+        });
     }
     hosts
         .into_iter()
@@ -104,7 +111,11 @@ impl HostIndex {
                 ]
                 .into_iter()
                 .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-                .chain(r.capabilities.iter().cloned())
+                .chain(
+                    r.capabilities
+                        .iter()
+                        .map(|c| (c.name.clone(), c.value.clone())),
+                )
                 .map(|(k, v)| (intern(&k), AttrValue::new(v)))
                 .collect();
                 attrs.sort_by_key(|(k, _)| *k);

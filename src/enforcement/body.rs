@@ -62,9 +62,9 @@ pub fn host(r: &HostRecord) -> Value {
         "updated_at": iso_opt(h.updated_at),
     });
     if let Value::Object(m) = &mut v {
-        for (k, val) in &r.capabilities {
-            m.entry(k.clone())
-                .or_insert_with(|| Value::String(val.clone()));
+        for c in &r.capabilities {
+            m.entry(c.name.clone())
+                .or_insert_with(|| Value::String(c.value.clone()));
         }
     }
     v

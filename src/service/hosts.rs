@@ -29,7 +29,7 @@ use crate::domain::{
     input::{self, Received},
     lease::{PHYSICAL_HOST, parse_filters},
     page::{Page, PageRequest, marker_not_found},
-    placement::attach_capabilities,
+    placement::{Capability, attach_capabilities},
     precondition::Precondition,
 };
 use crate::jobs::driver::HostRef;
@@ -220,7 +220,14 @@ impl Services {
         placement.hosts_changed(&*txn).await?;
         let record = HostRecord {
             host,
-            capabilities: req.capabilities.clone().into_iter().collect(),
+            capabilities: req
+                .capabilities
+                .iter()
+                .map(|(name, value)| Capability {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
         };
         self.remember(&*txn, claim, &record.host.id.to_string(), &record, now)
             .await?;
@@ -256,7 +263,7 @@ impl Services {
         let current: BTreeMap<&str, &str> = record
             .capabilities
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|c| (c.name.as_str(), c.value.as_str()))
             .collect();
         let mut changed: BTreeSet<String> = changed_facts(&current_facts, &new_facts);
         for (k, v) in &changes.capabilities {
