@@ -78,9 +78,10 @@ pub async fn side_by_side(args: UpstreamArgs) -> Result<(), String> {
         ));
         std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
         eprintln!("{hosts} hosts / {leases} leases: upstream Blazar 18 ...");
-        let upstream = run_upstream(&args, &dir, &work.join("upstream"), hosts, leases);
+        let size = Size { hosts, leases };
+        let upstream = run_upstream(&args, &dir, &work.join("upstream"), size);
         eprintln!("{hosts} hosts / {leases} leases: blazar-server ...");
-        let ours = run_ours(&args, &dir, &work.join("ours"), hosts, leases).await;
+        let ours = run_ours(&args, &dir, &work.join("ours"), size).await;
         let (upstream, ours) = match (upstream, ours) {
             (Ok(u), Ok(o)) => (u, o),
             (u, o) => {
@@ -121,13 +122,14 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
     }
 }
 
-fn run_upstream(
-    args: &UpstreamArgs,
-    dir: &Path,
-    work: &Path,
+/// One size of the comparison: hosts enrolled and leases created by the driver.
+#[derive(Clone, Copy)]
+struct Size {
     hosts: usize,
     leases: usize,
-) -> Result<Side, String> {
+}
+
+fn run_upstream(args: &UpstreamArgs, dir: &Path, work: &Path, size: Size) -> Result<Side, String> {
     let port = free_port()?;
     let script = dir.join("upstream.sh");
     let status = Command::new("bash")
@@ -146,14 +148,7 @@ fn run_upstream(
     let pid = std::fs::read_to_string(work.join("upstream.pid"))
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok());
-    let result = drive(
-        args,
-        dir,
-        work,
-        &format!("http://127.0.0.1:{port}"),
-        hosts,
-        leases,
-    );
+    let result = drive(args, dir, work, &format!("http://127.0.0.1:{port}"), size);
     let peak_rss_kib = pid.map(peak_rss_of).unwrap_or(0);
     let _ = Command::new("bash")
         .arg(&script)
@@ -170,13 +165,12 @@ async fn run_ours(
     args: &UpstreamArgs,
     dir: &Path,
     work: &Path,
-    hosts: usize,
-    leases: usize,
+    size: Size,
 ) -> Result<Side, String> {
     std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
     let db = FreshDb::create(None, work).await?;
     let server = ServerProcess::start(db.url(), work, "warn")?;
-    let result = drive(args, dir, work, &server.base_url, hosts, leases);
+    let result = drive(args, dir, work, &server.base_url, size);
     let peak_rss_kib = server.memory_kib().0;
     if let Err(e) = server.stop() {
         eprintln!("warning: {e}");
@@ -193,15 +187,14 @@ fn drive(
     dir: &Path,
     work: &Path,
     base: &str,
-    hosts: usize,
-    leases: usize,
+    size: Size,
 ) -> Result<Value, String> {
     let out = work.join("bench.json");
     let status = Command::new("python3")
         .arg(dir.join("bench.py"))
         .args(["--base", base])
-        .args(["--hosts", &hosts.to_string()])
-        .args(["--leases", &leases.to_string()])
+        .args(["--hosts", &size.hosts.to_string()])
+        .args(["--leases", &size.leases.to_string()])
         .args(["--concurrency", &args.concurrency.to_string()])
         .args(["--list-repeat", &args.list_repeat.to_string()])
         .arg("--json-out")

@@ -16,7 +16,7 @@ use super::{
     conditional::{self, Rendered},
     error::{OpResult, ops},
     paging::{self, PageLink},
-    types::{FastJson, Nullable},
+    types::{Documented, FastJson, Nullable},
 };
 use crate::{
     auth::Caller,
@@ -151,31 +151,13 @@ impl<I: Iterator<Item = T> + Clone, T: serde::Serialize> serde::Serialize for Se
     }
 }
 
-impl poem_openapi::types::Type for HostListOut {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> std::borrow::Cow<'static, str> {
-        HostList::name()
-    }
-
+impl Documented for HostListOut {
     fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
         HostList::schema_ref()
     }
 
     fn register(registry: &mut poem_openapi::registry::Registry) {
         HostList::register(registry);
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(std::iter::once(self))
     }
 }
 

@@ -83,7 +83,24 @@ impl<T: serde::Serialize> serde::Serialize for Nullable<T> {
 /// tests and schemathesis check that the two agree.
 pub struct FastJson<T>(pub T);
 
-impl<T: Type> poem_openapi::payload::Payload for FastJson<T> {
+/// Where a response body's schema comes from: a poem-openapi type's own, or, for a body written
+/// straight from shared data (the host list), the type it is written as (`impl Documented`).
+pub trait Documented {
+    fn schema_ref() -> MetaSchemaRef;
+    fn register(registry: &mut Registry);
+}
+
+impl<T: Type> Documented for T {
+    fn schema_ref() -> MetaSchemaRef {
+        <T as Type>::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        <T as Type>::register(registry);
+    }
+}
+
+impl<T: Documented + Send> poem_openapi::payload::Payload for FastJson<T> {
     const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
 
     fn check_content_type(content_type: &str) -> bool {
@@ -118,7 +135,7 @@ impl<T: serde::Serialize + Send> poem::IntoResponse for FastJson<T> {
     }
 }
 
-impl<T: Type + serde::Serialize + Send> poem_openapi::ApiResponse for FastJson<T> {
+impl<T: Documented + serde::Serialize + Send> poem_openapi::ApiResponse for FastJson<T> {
     fn meta() -> poem_openapi::registry::MetaResponses {
         use poem_openapi::{
             payload::Payload,
