@@ -134,7 +134,7 @@ impl serde::Serialize for HostListOut {
         use serde::ser::SerializeMap;
         let hosts = self.hosts.hosts();
         let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("hosts", &SerializeIter(hosts.iter().map(HostOut)))?;
+        m.serialize_entry("hosts", &HostsOut(hosts))?;
         if let Some(links) = &self.hosts_links {
             m.serialize_entry("hosts_links", links)?;
         }
@@ -142,12 +142,12 @@ impl serde::Serialize for HostListOut {
     }
 }
 
-/// Serializes the items of an iterator as a JSON array (once: `serialize` takes `&self`).
-struct SerializeIter<I>(I);
+/// The hosts of a page as a JSON array, each written by [`HostOut`].
+struct HostsOut<'a>(&'a [HostRecord]);
 
-impl<I: Iterator<Item = T> + Clone, T: serde::Serialize> serde::Serialize for SerializeIter<I> {
+impl serde::Serialize for HostsOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.clone())
+        s.collect_seq(self.0.iter().map(HostOut))
     }
 }
 
