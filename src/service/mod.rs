@@ -10,6 +10,7 @@ pub mod etag;
 pub mod facts;
 pub mod hosts;
 pub mod idempotency;
+pub mod lease_reads;
 pub mod leases;
 pub mod metrics;
 pub mod placement;
@@ -86,6 +87,28 @@ impl LeaseEnd for Arc<Services> {
     }
 }
 
+/// Whether `caller` may do `rule` on something owned by `project`/`user`, under `policy`.
+fn allowed(
+    policy: &Policy,
+    rule: &str,
+    caller: &Caller,
+    project: Option<&str>,
+    user: Option<&str>,
+) -> bool {
+    policy.allows(
+        rule,
+        &Credentials {
+            project_id: &caller.project_id,
+            user_id: &caller.user_id,
+            roles: &caller.roles,
+        },
+        &Target {
+            project_id: project,
+            user_id: user,
+        },
+    )
+}
+
 impl Services {
     /// Whether `caller` may do `rule` on something owned by `project`/`user`.
     pub fn may(
@@ -95,18 +118,7 @@ impl Services {
         project: Option<&str>,
         user: Option<&str>,
     ) -> bool {
-        self.policy.allows(
-            rule,
-            &Credentials {
-                project_id: &caller.project_id,
-                user_id: &caller.user_id,
-                roles: &caller.roles,
-            },
-            &Target {
-                project_id: project,
-                user_id: user,
-            },
-        )
+        allowed(&self.policy, rule, caller, project, user)
     }
 
     /// Refuses (403) unless `caller` may do `rule` on their own project's behalf.

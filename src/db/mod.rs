@@ -4,6 +4,8 @@
 //! plus `BEGIN IMMEDIATE` (so no request ever sees "database is locked"), on PostgreSQL by a
 //! transaction-scoped advisory lock shared by every instance. "Is this host free? then book it"
 //! is therefore atomic on both backends, and no host is booked twice.
+//!
+//! On a SQLite file, the lease listings and show read through [`sqlite_reads`] instead of sqlx.
 
 use std::{
     ops::Deref,
@@ -19,6 +21,10 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, MutexGuard};
 
+pub mod sqlite_reads;
+
+use sqlite_reads::SqliteReads;
+
 /// Key of the PostgreSQL advisory lock that serializes writers across instances.
 const PG_WRITE_LOCK_KEY: i64 = 0x0b1a_2a00;
 /// Key of the PostgreSQL advisory lock held while one instance applies migrations.
@@ -33,6 +39,8 @@ pub struct Db {
     sqlite_writer: Option<Mutex<()>>,
     /// Where the waits for the write turn are recorded, once the app has its metrics.
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// SQLite files only: the direct read path for listings.
+    reads: Option<SqliteReads>,
 }
 
 /// An open write transaction; dropping it without `commit` rolls back.
@@ -75,12 +83,12 @@ impl Db {
                     .row_buffer_size(4096)
             });
         let conn = Database::connect(opts).await?;
-        let sqlite_writer =
-            (conn.get_database_backend() == DbBackend::Sqlite).then(|| Mutex::new(()));
+        let sqlite = conn.get_database_backend() == DbBackend::Sqlite;
         Ok(Db {
             conn,
-            sqlite_writer,
+            sqlite_writer: sqlite.then(|| Mutex::new(())),
             metrics: None,
+            reads: sqlite.then(|| SqliteReads::for_url(url)).flatten(),
         })
     }
 
@@ -94,6 +102,11 @@ impl Db {
         if let Some(m) = &self.metrics {
             m.write_wait.observe_duration(since.elapsed());
         }
+    }
+
+    /// The direct read path, on a SQLite file.
+    pub fn sqlite_reads(&self) -> Option<&SqliteReads> {
+        self.reads.as_ref()
     }
 
     pub fn conn(&self) -> &DatabaseConnection {
