@@ -424,8 +424,15 @@ async fn bind(bind: &str) -> Result<(SocketAddr, poem::listener::TcpAcceptor), A
     Ok((addr, acceptor))
 }
 
+/// The allocator of every Rust allocation in a process that links this crate (the server, its
+/// tests, the benchmark). With glibc's, a lease listing spent 24-42% of its CPU in malloc and free
+/// (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`) on the heap that holds the placement
+/// copy of 10,000 hosts (docs/performance.md). SQLite's own allocations still use glibc's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The runtime the server runs on: one worker thread per core, after capping glibc's malloc
-/// arenas.
+/// arenas (still used by SQLite and other C code).
 ///
 /// glibc gives each thread that meets contention its own arena (up to 8 per core) and rarely
 /// returns their free memory; with tokio's workers and sqlx's database threads each filling
