@@ -41,6 +41,14 @@ fn event_status(lease: &Value, kind: &str) -> String {
         .unwrap_or_else(|| "absent".into())
 }
 
+fn all_events_done(lease: &Value) -> bool {
+    lease["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["status"] == "DONE")
+}
+
 async fn actions(app: &TestApp, lease_id: &str) -> Vec<(i64, String)> {
     driver_action::Entity::find()
         .filter(driver_action::Column::LeaseId.eq(lease_id))
@@ -116,13 +124,7 @@ async fn a_lease_goes_pending_active_terminated_and_frees_its_hosts() {
     assert_eq!(l["action"], "END");
     assert_eq!(l["status_reason"], "Lease ended: hosts 1 released");
     assert_eq!(l["reservations"][0]["status"], "deleted");
-    assert!(
-        l["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["status"] == "DONE")
-    );
+    assert!(all_events_done(&l), "{l:#}");
     assert_eq!(
         actions(&app, &id).await,
         vec![
@@ -414,11 +416,16 @@ async fn several_due_events_run_in_order_after_downtime() {
     }
 }
 
-/// Fails `assign` for leases whose name starts with "fail".
-struct FailingDriver;
+/// The standalone driver, except for `assign`: it fails for leases whose name starts with
+/// "fail", and with `together`, waits until that many assigns are in progress at once (failing
+/// after 5 s).
+#[derive(Default)]
+struct TestDriver {
+    together: Option<tokio::sync::Barrier>,
+}
 
 #[async_trait]
-impl ResourceDriver for FailingDriver {
+impl ResourceDriver for TestDriver {
     async fn assign(
         &self,
         r: ReservationHosts<'_>,
@@ -428,6 +435,11 @@ impl ResourceDriver for FailingDriver {
             return Err(DriverError::Failed(
                 "the hypervisor refused the hosts".into(),
             ));
+        }
+        if let Some(together) = &self.together {
+            tokio::time::timeout(std::time::Duration::from_secs(5), together.wait())
+                .await
+                .map_err(|_| DriverError::Failed("the other assigns never came".into()))?;
         }
         StandaloneDriver.assign(r, log).await
     }
@@ -452,7 +464,7 @@ impl ResourceDriver for FailingDriver {
 #[tokio::test]
 async fn a_failing_action_marks_error_with_a_reason_and_nothing_else() {
     crate::skip_if_no_database!();
-    let app = spawn_with_driver(|_| {}, Arc::new(FailingDriver)).await;
+    let app = spawn_with_driver(|_| {}, Arc::new(TestDriver::default())).await;
     app.host("c1", json!({})).await;
     app.host("c2", json!({})).await;
     let bad = create(
@@ -550,4 +562,152 @@ async fn an_expired_claim_is_taken_over_and_run_once() {
     );
     assert_eq!(actions(&app, &id).await, vec![(1, "assign".into())]);
     assert_eq!(app.run_due().await.done, 0);
+}
+
+/// Write transactions begun so far, from `/metrics` (each waits for the write turn once).
+async fn write_transactions(app: &TestApp) -> u64 {
+    let text = app.get("/metrics").await.expect(200).text;
+    text.lines()
+        .find_map(|l| l.strip_prefix("blazar_db_write_wait_seconds_count "))
+        .expect("the write-turn histogram is exported")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn many_leases_starting_together_start_in_one_run() {
+    crate::skip_if_no_database!();
+    let app = spawn_app().await;
+    let n = 40;
+    for i in 0..n {
+        app.host(&format!("c{i}"), json!({})).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            create(
+                &app,
+                lease_body(
+                    &format!("l{i}"),
+                    "2030-01-01 13:00",
+                    "2030-01-02 13:00",
+                    1,
+                    1,
+                    "",
+                ),
+            )
+            .await,
+        );
+    }
+    app.clock().set(at(1, 13, 0));
+    let writes_before = write_transactions(&app).await;
+    let report = app.run_due().await;
+    assert_eq!(
+        (report.done, report.failed, report.waiting, report.retrying),
+        (n, 0, 0, 0)
+    );
+    let writes = write_transactions(&app).await - writes_before;
+    assert!(
+        writes <= 4,
+        "{writes} write transactions for {n} events: a batch is claimed in one and recorded in one"
+    );
+    let db = app.services.db.conn();
+    for id in &ids {
+        let l = lease::Entity::find_by_id(id.clone())
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.status, LeaseStatus::Active, "{id}");
+        let start = event::Entity::find()
+            .filter(event::Column::LeaseId.eq(id))
+            .filter(event::Column::EventType.eq("start_lease"))
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(start.status, EventStatus::Done, "{id}");
+        assert_eq!(
+            runs(&app, id).await,
+            vec![("start_lease".into(), "DONE".into())],
+            "{id}: one run"
+        );
+        assert_eq!(actions(&app, id).await.len(), 1, "{id}: one assign");
+    }
+    let hosts: Vec<i64> = driver_action::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.host_id)
+        .collect();
+    let distinct: std::collections::HashSet<_> = hosts.iter().collect();
+    assert_eq!(distinct.len(), n, "each lease its own host");
+    assert_eq!(
+        app.run_due().await,
+        Default::default(),
+        "nothing runs twice"
+    );
+}
+
+#[tokio::test]
+async fn a_short_lease_missed_while_down_starts_then_ends_in_one_run() {
+    crate::skip_if_no_database!();
+    let app = spawn_app().await;
+    app.host("c1", json!({})).await;
+    let id = create(
+        &app,
+        lease_body("s", "2030-01-01 13:00", "2030-01-01 13:30", 1, 1, ""),
+    )
+    .await;
+    app.clock().set(at(1, 14, 0));
+    let report = app.run_due().await;
+    let kinds: Vec<String> = runs(&app, &id).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        (report.done, report.failed, report.waiting),
+        (kinds.len(), 0, 0)
+    );
+    assert_eq!(kinds.first().map(String::as_str), Some("start_lease"));
+    assert_eq!(kinds.last().map(String::as_str), Some("end_lease"));
+    let l = lease_of(&app, &id).await;
+    assert_eq!(l["status"], "TERMINATED");
+    assert!(all_events_done(&l), "{l:#}");
+    assert_eq!(
+        actions(&app, &id)
+            .await
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| a != "none")
+            .collect::<Vec<_>>(),
+        vec!["assign".to_string(), "release".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn leases_starting_together_act_at_once() {
+    crate::skip_if_no_database!();
+    let app = spawn_with_driver(
+        |_| {},
+        Arc::new(TestDriver {
+            together: Some(tokio::sync::Barrier::new(2)),
+        }),
+    )
+    .await;
+    app.host("c1", json!({})).await;
+    app.host("c2", json!({})).await;
+    for name in ["p1", "p2"] {
+        create(
+            &app,
+            lease_body(name, "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
+        )
+        .await;
+    }
+    app.clock().set(at(1, 13, 0));
+    let report = app.run_due().await;
+    assert_eq!(
+        (report.done, report.failed),
+        (2, 0),
+        "one start waited for the other to finish"
+    );
 }
