@@ -491,8 +491,9 @@ impl Runner {
         })
     }
 
-    /// The background loop, until the stop signal: the event running then finishes, the next
-    /// does not start. Events missed while the server was down run at once.
+    /// The background loop, until the stop signal: the batch running then finishes (its acts
+    /// and its outcomes), the next is not claimed. Events missed while the server was down run
+    /// at once.
     pub async fn run(self: Arc<Self>) {
         tracing::info!(instance = %self.deps.instance.as_str(), "lease runner started");
         let bell = &self.deps.bell;
