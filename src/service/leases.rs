@@ -744,7 +744,14 @@ impl Services {
             // with them, ON DELETE CASCADE), and the hosts are free as soon as this commits.
             let work = load_work(&*txn, &lease.id).await?;
             let booked = work.as_ref().map(Work::host_ids).unwrap_or_default();
-            self.forget_lease(txn, &lease.id, booked).await?;
+            self.forget_leases(
+                txn,
+                vec![LeaseBookings {
+                    lease: lease.id.clone(),
+                    hosts: booked,
+                }],
+            )
+            .await?;
             tracing::info!(lease_id = %lease.id, "lease deleted");
             if let Some(work) = work {
                 // As upstream, a lease deleted before its end is announced as ended.
@@ -844,7 +851,14 @@ impl Services {
         }
         match released {
             Ok(()) => {
-                self.forget_lease(txn, &lease.id, work.host_ids()).await?;
+                self.forget_leases(
+                    txn,
+                    vec![LeaseBookings {
+                        lease: lease.id.clone(),
+                        hosts: work.host_ids(),
+                    }],
+                )
+                .await?;
                 tracing::info!(lease_id = %lease.id, "running lease deleted; its hosts returned");
                 self.announce_end(&work);
                 self.changed("lease.delete", &lease, now).await;
@@ -884,27 +898,26 @@ impl Services {
         }
     }
 
-    /// Deletes the lease's rows (with its reservations, events and allocations) and its
-    /// bookings of the hosts `booked` from the placement copy, and commits `txn`.
-    pub(crate) async fn forget_lease(
+    /// Deletes the leases `gone` (with their reservations, events and allocations) and their
+    /// bookings of the hosts each held from the placement copy, and commits `txn`.
+    pub(crate) async fn forget_leases(
         &self,
         txn: WriteTxn<'_>,
-        lease_id: &str,
-        booked: Vec<i64>,
+        gone: Vec<LeaseBookings>,
     ) -> Result<(), DbErr> {
         let mut placement = self.placement.begin();
-        lease::Entity::delete_by_id(lease_id.to_string())
-            .exec(&*txn)
-            .await?;
-        if !booked.is_empty() {
+        for l in &gone {
+            lease::Entity::delete_by_id(l.lease.clone())
+                .exec(&*txn)
+                .await?;
+        }
+        let remove: Vec<LeaseBookings> = gone.into_iter().filter(|l| !l.hosts.is_empty()).collect();
+        if !remove.is_empty() {
             placement
                 .book(
                     &*txn,
                     BookingChange {
-                        remove: vec![LeaseBookings {
-                            lease: lease_id.to_string(),
-                            hosts: booked,
-                        }],
+                        remove,
                         add: Vec::new(),
                     },
                 )

@@ -26,7 +26,7 @@ use crate::{
     clock::SharedClock,
     config::Settings,
     db::{Db, WriteTxn},
-    domain::lease::Limits,
+    domain::{lease::Limits, placement::LeaseBookings},
     jobs::{
         driver::ResourceDriver,
         notify::Notifier,
@@ -73,13 +73,12 @@ pub struct Services {
 /// keeps the services.
 #[async_trait::async_trait]
 impl LeaseEnd for Arc<Services> {
-    async fn forget_lease(
+    async fn forget_leases(
         &self,
         txn: WriteTxn<'_>,
-        lease_id: &str,
-        booked: Vec<i64>,
+        gone: Vec<LeaseBookings>,
     ) -> Result<(), sea_orm::DbErr> {
-        Services::forget_lease(self, txn, lease_id, booked).await
+        Services::forget_leases(self, txn, gone).await
     }
 
     fn announce_end(&self, work: &Work) {

@@ -41,6 +41,14 @@ fn event_status(lease: &Value, kind: &str) -> String {
         .unwrap_or_else(|| "absent".into())
 }
 
+fn all_events_done(lease: &Value) -> bool {
+    lease["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["status"] == "DONE")
+}
+
 async fn actions(app: &TestApp, lease_id: &str) -> Vec<(i64, String)> {
     driver_action::Entity::find()
         .filter(driver_action::Column::LeaseId.eq(lease_id))
@@ -63,6 +71,23 @@ async fn runs(app: &TestApp, lease_id: &str) -> Vec<(String, String)> {
         .into_iter()
         .map(|r| (r.event_type.to_string(), r.outcome.to_string()))
         .collect()
+}
+
+/// Two hosts and two leases named `names`, from 13:00 to 15:00 on the first day.
+async fn two_leases_from_one(app: &TestApp, names: [&str; 2]) -> [String; 2] {
+    app.host("c1", json!({})).await;
+    app.host("c2", json!({})).await;
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(
+            create(
+                app,
+                lease_body(name, "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
+            )
+            .await,
+        );
+    }
+    ids.try_into().unwrap()
 }
 
 async fn create(app: &TestApp, body: Value) -> String {
@@ -116,13 +141,7 @@ async fn a_lease_goes_pending_active_terminated_and_frees_its_hosts() {
     assert_eq!(l["action"], "END");
     assert_eq!(l["status_reason"], "Lease ended: hosts 1 released");
     assert_eq!(l["reservations"][0]["status"], "deleted");
-    assert!(
-        l["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["status"] == "DONE")
-    );
+    assert!(all_events_done(&l), "{l:#}");
     assert_eq!(
         actions(&app, &id).await,
         vec![
@@ -414,11 +433,18 @@ async fn several_due_events_run_in_order_after_downtime() {
     }
 }
 
-/// Fails `assign` for leases whose name starts with "fail".
-struct FailingDriver;
+/// The standalone driver, except for `assign`: it fails for leases whose name starts with
+/// "fail"; Nova is unreachable for those named "gone...", and for those named "down..." while
+/// `nova_down` is set; and with `together`, it waits until that many assigns are in progress at
+/// once (failing after 5 s).
+#[derive(Default)]
+struct TestDriver {
+    together: Option<tokio::sync::Barrier>,
+    nova_down: std::sync::atomic::AtomicBool,
+}
 
 #[async_trait]
-impl ResourceDriver for FailingDriver {
+impl ResourceDriver for TestDriver {
     async fn assign(
         &self,
         r: ReservationHosts<'_>,
@@ -428,6 +454,18 @@ impl ResourceDriver for FailingDriver {
             return Err(DriverError::Failed(
                 "the hypervisor refused the hosts".into(),
             ));
+        }
+        let name = r.lease.name.as_str();
+        if name.starts_with("gone")
+            || (name.starts_with("down")
+                && self.nova_down.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            return Err(DriverError::Unavailable("Nova does not answer".into()));
+        }
+        if let Some(together) = &self.together {
+            tokio::time::timeout(std::time::Duration::from_secs(5), together.wait())
+                .await
+                .map_err(|_| DriverError::Failed("the other assigns never came".into()))?;
         }
         StandaloneDriver.assign(r, log).await
     }
@@ -452,19 +490,8 @@ impl ResourceDriver for FailingDriver {
 #[tokio::test]
 async fn a_failing_action_marks_error_with_a_reason_and_nothing_else() {
     crate::skip_if_no_database!();
-    let app = spawn_with_driver(|_| {}, Arc::new(FailingDriver)).await;
-    app.host("c1", json!({})).await;
-    app.host("c2", json!({})).await;
-    let bad = create(
-        &app,
-        lease_body("fail-1", "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
-    )
-    .await;
-    let good = create(
-        &app,
-        lease_body("good", "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
-    )
-    .await;
+    let app = spawn_with_driver(|_| {}, Arc::new(TestDriver::default())).await;
+    let [bad, good] = two_leases_from_one(&app, ["fail-1", "good"]).await;
     app.clock().set(at(1, 13, 0));
     let report = app.run_due().await;
     assert_eq!((report.done, report.failed), (1, 1));
@@ -490,6 +517,41 @@ async fn a_failing_action_marks_error_with_a_reason_and_nothing_else() {
     app.delete(&format!("/v1/leases/{bad}")).await.expect(204);
 }
 
+/// As a server leaves things that claimed event `kind` of lease `id` at `claimed` (moving the
+/// event to then, the claim for 30 s) and died: the lease `status`, the event IN_PROGRESS.
+async fn died_holding(
+    app: &TestApp,
+    id: &str,
+    kind: &str,
+    claimed: NaiveDateTime,
+    status: LeaseStatus,
+) {
+    let db = app.services.db.conn();
+    let ev = event::Entity::find()
+        .filter(event::Column::LeaseId.eq(id))
+        .filter(event::Column::EventType.eq(kind))
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut e = ev.into_active_model();
+    e.status = Set(EventStatus::InProgress);
+    e.claimed_by = Set(Some("dead-runner".into()));
+    e.claimed_at = Set(Some(claimed));
+    e.claim_expires_at = Set(Some(claimed + TimeDelta::seconds(30)));
+    e.time = Set(claimed);
+    e.attempts = Set(1);
+    e.update(db).await.unwrap();
+    let mut l = lease::Entity::find_by_id(id.to_string())
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into_active_model();
+    l.status = Set(status);
+    l.update(db).await.unwrap();
+}
+
 #[tokio::test]
 async fn an_expired_claim_is_taken_over_and_run_once() {
     crate::skip_if_no_database!();
@@ -500,30 +562,15 @@ async fn an_expired_claim_is_taken_over_and_run_once() {
         lease_body("c", "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
     )
     .await;
-    let db = app.services.db.conn();
     // A runner claimed the start event at 13:00 and died: its claim ran until 13:00:30.
-    let start = event::Entity::find()
-        .filter(event::Column::LeaseId.eq(&id))
-        .filter(event::Column::EventType.eq("start_lease"))
-        .one(db)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut e = start.into_active_model();
-    e.status = Set(EventStatus::InProgress);
-    e.claimed_by = Set(Some("dead-runner".into()));
-    e.claimed_at = Set(Some(at(1, 13, 0)));
-    e.claim_expires_at = Set(Some(at(1, 13, 0) + TimeDelta::seconds(30)));
-    e.attempts = Set(1);
-    e.update(db).await.unwrap();
-    let mut l = lease::Entity::find_by_id(id.clone())
-        .one(db)
-        .await
-        .unwrap()
-        .unwrap()
-        .into_active_model();
-    l.status = Set(LeaseStatus::Starting);
-    l.update(db).await.unwrap();
+    died_holding(
+        &app,
+        &id,
+        "start_lease",
+        at(1, 13, 0),
+        LeaseStatus::Starting,
+    )
+    .await;
     app.delete(&format!("/v1/leases/{id}"))
         .await
         .expect_error(409);
@@ -550,4 +597,245 @@ async fn an_expired_claim_is_taken_over_and_run_once() {
     );
     assert_eq!(actions(&app, &id).await, vec![(1, "assign".into())]);
     assert_eq!(app.run_due().await.done, 0);
+}
+
+/// Write transactions begun so far, from `/metrics` (each waits for the write turn once).
+async fn write_transactions(app: &TestApp) -> u64 {
+    let text = app.get("/metrics").await.expect(200).text;
+    text.lines()
+        .find_map(|l| l.strip_prefix("blazar_db_write_wait_seconds_count "))
+        .expect("the write-turn histogram is exported")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn many_leases_starting_together_start_in_one_run() {
+    crate::skip_if_no_database!();
+    let app = spawn_app().await;
+    let n = 40;
+    for i in 0..n {
+        app.host(&format!("c{i}"), json!({})).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            create(
+                &app,
+                lease_body(
+                    &format!("l{i}"),
+                    "2030-01-01 13:00",
+                    "2030-01-02 13:00",
+                    1,
+                    1,
+                    "",
+                ),
+            )
+            .await,
+        );
+    }
+    app.clock().set(at(1, 13, 0));
+    let writes_before = write_transactions(&app).await;
+    let report = app.run_due().await;
+    assert_eq!(
+        (report.done, report.failed, report.waiting, report.retrying),
+        (n, 0, 0, 0)
+    );
+    let writes = write_transactions(&app).await - writes_before;
+    assert!(
+        writes <= 4,
+        "{writes} write transactions for {n} events: a batch is claimed in one and recorded in one"
+    );
+    let db = app.services.db.conn();
+    for id in &ids {
+        let l = lease::Entity::find_by_id(id.clone())
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.status, LeaseStatus::Active, "{id}");
+        let start = event::Entity::find()
+            .filter(event::Column::LeaseId.eq(id))
+            .filter(event::Column::EventType.eq("start_lease"))
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(start.status, EventStatus::Done, "{id}");
+        assert_eq!(
+            runs(&app, id).await,
+            vec![("start_lease".into(), "DONE".into())],
+            "{id}: one run"
+        );
+        assert_eq!(actions(&app, id).await.len(), 1, "{id}: one assign");
+    }
+    let hosts: Vec<i64> = driver_action::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.host_id)
+        .collect();
+    let distinct: std::collections::HashSet<_> = hosts.iter().collect();
+    assert_eq!(distinct.len(), n, "each lease its own host");
+    assert_eq!(
+        app.run_due().await,
+        Default::default(),
+        "nothing runs twice"
+    );
+}
+
+#[tokio::test]
+async fn a_short_lease_missed_while_down_starts_then_ends_in_one_run() {
+    crate::skip_if_no_database!();
+    let app = spawn_app().await;
+    app.host("c1", json!({})).await;
+    let id = create(
+        &app,
+        lease_body("s", "2030-01-01 13:00", "2030-01-01 13:30", 1, 1, ""),
+    )
+    .await;
+    app.clock().set(at(1, 14, 0));
+    let report = app.run_due().await;
+    let kinds: Vec<String> = runs(&app, &id).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        (report.done, report.failed, report.waiting),
+        (kinds.len(), 0, 0)
+    );
+    assert_eq!(kinds.first().map(String::as_str), Some("start_lease"));
+    assert_eq!(kinds.last().map(String::as_str), Some("end_lease"));
+    let l = lease_of(&app, &id).await;
+    assert_eq!(l["status"], "TERMINATED");
+    assert!(all_events_done(&l), "{l:#}");
+    assert_eq!(
+        actions(&app, &id)
+            .await
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| a != "none")
+            .collect::<Vec<_>>(),
+        vec!["assign".to_string(), "release".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn leases_starting_together_act_at_once() {
+    crate::skip_if_no_database!();
+    let app = spawn_with_driver(
+        |_| {},
+        Arc::new(TestDriver {
+            together: Some(tokio::sync::Barrier::new(2)),
+            ..Default::default()
+        }),
+    )
+    .await;
+    two_leases_from_one(&app, ["p1", "p2"]).await;
+    app.clock().set(at(1, 13, 0));
+    let report = app.run_due().await;
+    assert_eq!(
+        (report.done, report.failed),
+        (2, 0),
+        "one start waited for the other to finish"
+    );
+}
+
+#[tokio::test]
+async fn starts_that_nova_fails_for_now_are_retried_until_the_deadline() {
+    crate::skip_if_no_database!();
+    let driver = Arc::new(TestDriver::default());
+    driver
+        .nova_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let app = spawn_with_driver(|_| {}, driver.clone()).await;
+    let [down, gone] = two_leases_from_one(&app, ["down", "gone"]).await;
+    app.clock().set(at(1, 13, 0));
+    let report = app.run_due().await;
+    assert_eq!((report.done, report.failed, report.retrying), (0, 0, 2));
+    for id in [&down, &gone] {
+        let l = lease_of(&app, id).await;
+        assert_eq!(l["status"], "STARTING", "{l:#}");
+        assert!(
+            l["status_reason"]
+                .as_str()
+                .unwrap()
+                .contains("is waiting for Nova"),
+            "{l:#}"
+        );
+        assert_eq!(
+            runs(&app, id).await,
+            vec![("start_lease".into(), "RETRY".into())]
+        );
+    }
+
+    driver
+        .nova_down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    app.clock().set(at(1, 13, 0) + TimeDelta::seconds(5));
+    let report = app.run_due().await;
+    assert_eq!((report.done, report.failed, report.retrying), (1, 0, 1));
+    assert_eq!(lease_of(&app, &down).await["status"], "ACTIVE");
+    assert_eq!(
+        runs(&app, &down).await,
+        vec![
+            ("start_lease".into(), "RETRY".into()),
+            ("start_lease".into(), "DONE".into())
+        ]
+    );
+
+    // Past `nova_retry_deadline_seconds` (600) from the first attempt: an ERROR.
+    app.clock().set(at(1, 13, 11));
+    let report = app.run_due().await;
+    assert_eq!((report.done, report.failed, report.retrying), (0, 1, 0));
+    let l = lease_of(&app, &gone).await;
+    assert_eq!(l["status"], "ERROR");
+    assert_eq!(
+        l["status_reason"],
+        "start_lease failed: Nova does not answer (retried for 660 s)"
+    );
+    assert_eq!(event_status(&l, "start_lease"), "ERROR");
+}
+
+#[tokio::test]
+async fn a_deletion_whose_server_died_is_finished_by_the_runner() {
+    crate::skip_if_no_database!();
+    let app = spawn_app().await;
+    app.host("c1", json!({})).await;
+    let id = create(
+        &app,
+        lease_body("d", "2030-01-01 13:00", "2030-01-01 15:00", 1, 1, ""),
+    )
+    .await;
+    app.clock().set(at(1, 13, 0));
+    assert_eq!(app.run_due().await.done, 1);
+    // A deletion claimed the end at 13:10 (moving it to then) and its server died before the
+    // hosts were returned.
+    died_holding(&app, &id, "end_lease", at(1, 13, 10), LeaseStatus::Deleting).await;
+
+    app.clock().set(at(1, 13, 11));
+    let report = app.run_due().await;
+    assert_eq!((report.done, report.failed, report.waiting), (1, 0, 0));
+    app.get(&format!("/v1/leases/{id}")).await.expect(404);
+    assert_eq!(
+        runs(&app, &id).await,
+        vec![
+            ("start_lease".into(), "DONE".into()),
+            ("end_lease".into(), "DONE".into())
+        ],
+        "the audit outlives the lease"
+    );
+    assert_eq!(
+        actions(&app, &id).await,
+        vec![(1, "assign".into()), (1, "release".into())]
+    );
+    // Its host is free for the rest of its window, in the placement copy too.
+    let next = create(
+        &app,
+        lease_body("n", "2030-01-01 13:30", "2030-01-01 16:30", 1, 1, ""),
+    )
+    .await;
+    app.clock().set(at(1, 13, 30));
+    assert_eq!(app.run_due().await.done, 1);
+    assert_eq!(lease_of(&app, &next).await["status"], "ACTIVE");
+    assert_eq!(app.run_due().await, Default::default());
 }
