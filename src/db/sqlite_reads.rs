@@ -20,10 +20,10 @@ use sea_orm::{DbErr, sqlx::sqlite::SqliteConnectOptions};
 use tokio::sync::Semaphore;
 
 /// Readers open at once; more wait. Two cores: more readers only add memory (each has its cache).
-const READERS: usize = 4;
+const READERS: usize = 2;
 /// Each reader's page cache in KiB (SQLite's default is 2 MB). A listing at 100,000 leases
 /// touches a few thousand pages; re-reading them from the OS costs a `pread` each.
-const CACHE_KIB: i64 = 16 * 1024;
+const CACHE_KIB: i64 = 8 * 1024;
 
 /// The pool of read connections to one SQLite file.
 #[derive(Debug)]

@@ -8,7 +8,7 @@
 //! specific one can use), then the least-used host, then the lowest id, so the choice is
 //! deterministic. Upstream takes hosts in database order, reservation by reservation.
 
-use std::collections::{HashMap, HashSet};
+use super::ids::{HostMap, HostSet};
 
 /// Why a reservation could not get `min` hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,16 +69,18 @@ pub fn plan(
     usage: impl Fn(i64) -> u64,
     needs: &[Need<'_>],
 ) -> Result<Vec<Vec<i64>>, PlanError> {
-    let mut taken: HashSet<i64> = needs
+    let mut taken: HostSet = needs
         .iter()
         .filter(|n| !n.replan)
         .flat_map(|n| n.held.iter().copied())
         .collect();
-    let all_held: HashSet<i64> = needs.iter().flat_map(|n| n.held.iter().copied()).collect();
+    let all_held: HostSet = needs.iter().flat_map(|n| n.held.iter().copied()).collect();
     let mut chosen: Vec<Vec<i64>> = Vec::with_capacity(needs.len());
     // Per re-planned reservation: matching hosts, and the free ones it may newly take.
     let mut matching: Vec<usize> = vec![0; needs.len()];
-    let mut candidates: Vec<Vec<i64>> = vec![Vec::new(); needs.len()];
+    // Each with its usage, read while its bookings are in the cache from `busy`: at thousands
+    // of matching hosts, a second look-up later missed the cache again.
+    let mut candidates: Vec<Vec<(i64, u64)>> = vec![Vec::new(); needs.len()];
     for (index, need) in needs.iter().enumerate() {
         if !need.replan {
             chosen.push(need.held.to_vec());
@@ -104,10 +106,11 @@ pub fn plan(
             .filter(|h| usable(h))
             .take(need.max)
             .collect();
-        let free: Vec<i64> = m
+        let free: Vec<(i64, u64)> = m
             .iter()
             .copied()
             .filter(|h| !all_held.contains(h) && usable(h))
+            .map(|h| (h, usage(h)))
             .collect();
         matching[index] = m.len();
         candidates[index] = free;
@@ -118,14 +121,14 @@ pub fn plan(
     // How many re-planned reservations that still want hosts could use each host. With one
     // reservation it would be the same for every candidate, so it is not worth counting.
     let replanned = needs.iter().filter(|n| n.replan).count();
-    let wanting = |chosen: &[Vec<i64>], upto: fn(&Need<'_>) -> usize| -> HashMap<i64, u32> {
-        let mut d: HashMap<i64, u32> = HashMap::new();
+    let wanting = |chosen: &[Vec<i64>], upto: fn(&Need<'_>) -> usize| -> HostMap<u32> {
+        let mut d: HostMap<u32> = HostMap::default();
         if replanned < 2 {
             return d;
         }
         for (i, need) in needs.iter().enumerate() {
             if need.replan && chosen[i].len() < upto(need) {
-                for h in &candidates[i] {
+                for (h, _) in &candidates[i] {
                     *d.entry(*h).or_default() += 1;
                 }
             }
@@ -135,14 +138,14 @@ pub fn plan(
     let pick = |i: usize,
                 count: usize,
                 chosen: &mut Vec<Vec<i64>>,
-                taken: &mut HashSet<i64>,
-                demand: &HashMap<i64, u32>| {
+                taken: &mut HostSet,
+                demand: &HostMap<u32>| {
         // Rank once per host, then keep only the best `count` (no full sort of thousands).
         let mut pool: Vec<(u32, u64, i64)> = candidates[i]
             .iter()
             .copied()
-            .filter(|h| !taken.contains(h))
-            .map(|h| (demand.get(&h).copied().unwrap_or(0), usage(h), h))
+            .filter(|(h, _)| !taken.contains(h))
+            .map(|(h, used)| (demand.get(&h).copied().unwrap_or(0), used, h))
             .collect();
         if count < pool.len() {
             pool.select_nth_unstable(count);
@@ -189,6 +192,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{HashMap, HashSet};
 
     /// Hosts 1-5; host 4 is not reservable; rack a: 1, 2; rack b: 3, 4, 5.
     const ANY: &[i64] = &[1, 2, 3, 5];

@@ -11,6 +11,7 @@ pub mod error;
 pub mod filter;
 pub mod host;
 pub mod idempotency;
+pub mod ids;
 pub mod input;
 pub mod lease;
 pub mod lifecycle;

@@ -7,6 +7,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use super::ids::HostMap;
+
 use chrono::{NaiveDateTime, TimeDelta};
 use entity::host;
 
@@ -204,9 +206,9 @@ pub struct LeaseBookings {
 
 /// Every host's bookings, each list sorted by start (the form [`World`] keeps them in). The
 /// lease ids are shared between the bookings of one lease.
-pub fn bookings_by_host(rows: Vec<BookingRow>) -> HashMap<i64, Vec<Booking>> {
+pub fn bookings_by_host(rows: Vec<BookingRow>) -> HostMap<Vec<Booking>> {
     let mut leases: HashMap<String, Arc<str>> = HashMap::new();
-    let mut out: HashMap<i64, Vec<Booking>> = HashMap::new();
+    let mut out: HostMap<Vec<Booking>> = HostMap::default();
     for BookingRow {
         host,
         start,
@@ -268,14 +270,14 @@ pub struct World {
     pub hosts: HostIndex,
     /// The records `hosts` was built from, in id order: what host listings show.
     inventory: Arc<[HostRecord]>,
-    bookings: HashMap<i64, Vec<Booking>>,
+    bookings: HostMap<Vec<Booking>>,
 }
 
 impl World {
     pub fn new(
         hosts: HostIndex,
         inventory: Arc<[HostRecord]>,
-        bookings: HashMap<i64, Vec<Booking>>,
+        bookings: HostMap<Vec<Booking>>,
     ) -> Self {
         Self {
             hosts,
@@ -291,7 +293,7 @@ impl World {
     }
 
     /// Replaces every booking (from [`bookings_by_host`]).
-    pub fn set_bookings(&mut self, bookings: HashMap<i64, Vec<Booking>>) {
+    pub fn set_bookings(&mut self, bookings: HostMap<Vec<Booking>>) {
         self.bookings = bookings;
     }
 

@@ -15,10 +15,7 @@
 //! successful commit after it booked, it forgets the copy, which can then describe what never
 //! was. Readers use [`PlacementCache::read`] and [`PlacementCache::inventory`].
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use chrono::NaiveDateTime;
 use entity::{allocation, host, host_capability, placement_version};
@@ -31,6 +28,7 @@ use crate::{
     db::WriteTxn,
     domain::{
         DomainError,
+        ids::HostMap,
         placement::{
             BOOKING_HORIZON, Booking, BookingChange, BookingRow, CapabilityRow, HostIndex,
             HostNeed, World, attach_capabilities, bookings_by_host, plan_refusal,
@@ -95,7 +93,7 @@ impl Copy {
 }
 
 /// Every host's bookings, as the copy keeps them.
-type Bookings = HashMap<i64, Vec<Booking>>;
+type Bookings = HostMap<Vec<Booking>>;
 
 /// Who brings the copy up to date, which decides what counts as stale.
 #[derive(Debug, Clone, Copy)]
@@ -242,7 +240,7 @@ impl PlacementCache {
                 *c = Some(Copy {
                     hosts_version: version,
                     bookings_version: -1,
-                    world: World::new(index, inventory.clone(), HashMap::new()),
+                    world: World::new(index, inventory.clone(), HostMap::default()),
                 })
             }
         }
