@@ -54,14 +54,18 @@ mod tests {
         }
         assert!((1..=10_000).all(|id| m[&id] == id * 2));
         assert!(!m.contains_key(&0) && !m.contains_key(&10_001));
-        // Consecutive ids do not collide into a few buckets: their hashes' top bits differ.
-        let tops: HostSet = (1..=1024)
+        // hashbrown picks a bucket from a hash's low bits and tags it with its top 7: consecutive
+        // ids (database ids are) fill distinct buckets, and their tags take every value.
+        let hashes: Vec<u64> = (1..=1024)
             .map(|id: i64| {
                 let mut h = IdHasher::default();
                 h.write_i64(id);
-                (h.finish() >> 54) as i64
+                h.finish()
             })
             .collect();
-        assert!(tops.len() > 500, "{} distinct top bits of 1024", tops.len());
+        let buckets: HostSet = hashes.iter().map(|h| (h & 1023) as i64).collect();
+        let tags: HostSet = hashes.iter().map(|h| (h >> 57) as i64).collect();
+        assert_eq!(buckets.len(), 1024, "consecutive ids share buckets");
+        assert_eq!(tags.len(), 128, "{} distinct tags of 128", tags.len());
     }
 }
